@@ -1,0 +1,11 @@
+"""`tinyllm info` (placeholder: its issue is open)."""
+from ..errors import UsageError
+
+
+def register(sub):
+    p = sub.add_parser("info", help="(not built yet)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    raise UsageError("'tinyllm info' is not built yet")

@@ -1,0 +1,11 @@
+"""`tinyllm perplexity` (placeholder: its issue is open)."""
+from ..errors import UsageError
+
+
+def register(sub):
+    p = sub.add_parser("perplexity", help="(not built yet)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    raise UsageError("'tinyllm perplexity' is not built yet")

@@ -1,0 +1,11 @@
+"""`tinyllm run` (placeholder: its issue is open)."""
+from ..errors import UsageError
+
+
+def register(sub):
+    p = sub.add_parser("run", help="(not built yet)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    raise UsageError("'tinyllm run' is not built yet")
