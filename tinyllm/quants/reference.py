@@ -350,6 +350,238 @@ def quantize_q8_K_ref(x: np.ndarray) -> np.ndarray:
     return _out(b, rows)
 
 
+def _argext(x: np.ndarray, fn) -> np.ndarray:
+    """x[argmin/argmax] per row: the first extreme wins, as a strict-comparison C loop keeps it."""
+    return np.take_along_axis(x, fn(x, axis=-1)[..., None], axis=-1)[..., 0]
+
+
+def _quantize_x_0(x: np.ndarray, type: GGMLType) -> np.ndarray:
+    """quantize_row_q4_0_ref / q5_0_ref (§3.2, §3.3): d = max/-8 (or -16), q = MIN(nmax, (int)(x*id + 8.5))."""
+    x = _as_rows(x, type)
+    rows = x.shape[0]
+    xb = x.reshape(-1, QK8_0)
+    _, mx = _first_absmax(xb)
+    half = 8 if type == GGMLType.Q4_0 else 16
+    d = mx / F32(-half)
+    id = _safe_recip(d)
+    q = np.minimum(2 * half - 1, np.trunc(xb * id[:, None] + F32(half + 0.5)).astype(np.int32)).astype(np.uint8)
+    b = np.zeros(xb.shape[0], BLOCK_DTYPES[type])
+    b["d"] = fp32_to_fp16(d)
+    _pack_x_0(b, q)
+    _validate_fp16(b["d"], rows, type, "d")
+    return _out(b, rows)
+
+
+def _quantize_x_1(x: np.ndarray, type: GGMLType) -> np.ndarray:
+    """quantize_row_q4_1_ref / q5_1_ref (§3.10): d = (max-min)/nmax, m = min, q = (int)((x-min)*id + 0.5)."""
+    x = _as_rows(x, type)
+    rows = x.shape[0]
+    xb = x.reshape(-1, QK8_0)
+    mn = _argext(xb, np.argmin)
+    mx = _argext(xb, np.argmax)
+    nmax = 15 if type == GGMLType.Q4_1 else 31
+    d = (mx - mn) / F32(nmax)
+    id = _safe_recip(d)
+    q = np.trunc((xb - mn[:, None]) * id[:, None] + F32(0.5)).astype(np.int32)
+    if type == GGMLType.Q4_1:
+        q = np.minimum(15, q)  # Q5_1 has no clamp in ggml
+    b = np.zeros(xb.shape[0], BLOCK_DTYPES[type])
+    b["d"] = fp32_to_fp16(d)
+    b["m"] = fp32_to_fp16(mn)
+    _pack_x_0(b, (q & 0xFF).astype(np.uint8))
+    _validate_fp16(b["d"], rows, type, "d")
+    _validate_fp16(b["m"], rows, type, "m")
+    return _out(b, rows)
+
+
+def _pack_x_0(b: np.ndarray, q: np.ndarray) -> None:
+    """(nb, 32) quants -> qs nibbles (j lo, j+16 hi) and, for 5-bit types, bit 4 into qh bit j."""
+    b["qs"] = (q[:, :16] & 0x0F) | ((q[:, 16:] & 0x0F) << 4)
+    if "qh" in b.dtype.names:
+        bits = ((q >> 4) & 1).astype(np.uint32)
+        b["qh"] = (bits << np.arange(32, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
+
+
+def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
+    """§3.4 over many sub-blocks at once: x, w (N, n) float32 -> (scale (N,), the_min (N,), L (N, n) uint8).
+
+    Fits x ~ scale*L + min (min <= 0) by weighted least squares over nstep+1 trial scales;
+    an accepted trial's min feeds the later trials, as in ggml.
+    """
+    N, n = x.shape
+    mn = _argext(x, np.argmin)
+    mx = _argext(x, np.argmax)
+    sum_w = w[:, 0].copy()
+    sum_x = sum_w * x[:, 0]
+    for i in range(1, n):
+        sum_w = sum_w + w[:, i]
+        sum_x = sum_x + w[:, i] * x[:, i]
+    mn = np.where(mn > 0, F32(0), mn).astype(F32)
+    flat = mx == mn  # all zero or constant negative: L = 0, scale 0
+    L = np.zeros((N, n), np.uint8)
+    scale = np.zeros(N, F32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rng = np.where(flat, F32(1), mx - mn).astype(F32)
+        iscale = F32(nmax) / rng
+        scale = F32(1) / iscale
+        L = np.clip(nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(np.uint8)
+        diff = (scale[:, None] * L.astype(F32) + mn[:, None]) - x
+        best_error = _seq_sum(w * (diff * diff))
+        for step in range(nstep + 1):
+            rng = np.where(flat, F32(1), mx - mn).astype(F32)
+            iscale = ((F32(rmin) + F32(rdelta) * F32(step)) + F32(nmax)) / rng
+            laux = np.clip(nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(np.uint8)
+            lf = laux.astype(F32)
+            wl = w * lf
+            sum_l = _seq_sum(wl)
+            sum_l2 = _seq_sum(wl * lf)
+            sum_xl = _seq_sum(wl * x)
+            D = sum_w * sum_l2 - sum_l * sum_l
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            clamp = this_min > 0
+            this_min = np.where(clamp, F32(0), this_min).astype(F32)
+            this_scale = np.where(clamp, sum_xl / sum_l2, this_scale).astype(F32)
+            diff = (this_scale[:, None] * lf + this_min[:, None]) - x
+            cur_error = _seq_sum(w * (diff * diff))
+            accept = (D > 0) & (cur_error < best_error) & ~flat
+            L = np.where(accept[:, None], laux, L)
+            best_error = np.where(accept, cur_error, best_error)
+            scale = np.where(accept, this_scale, scale)
+            mn = np.where(accept, this_min, mn)
+    L[flat] = 0
+    scale = np.where(flat, F32(0), scale).astype(F32)
+    return scale, (-mn).astype(F32), L
+
+
+def make_qx_quants_rmse1(x: np.ndarray, nmax: int):
+    """§3.5 with rmse_type 1 and no imatrix over many sub-blocks: x (N, n) -> (scale (N,), L (N, n) uint8).
+
+    Symmetric fit x ~ scale*l, l in -nmax..nmax-1 (stored as l + nmax), weights x*x, 19 trial scales.
+    """
+    amax, mx = _first_absmax(x)
+    tiny = amax < F32(1e-15)  # GROUP_MAX_EPS: L = 0 (not nmax), scale 0
+    safe_max = np.where(tiny, F32(1), mx).astype(F32)
+    w = x * x
+
+    def trial(iscale):
+        l = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
+        lf = l.astype(F32)
+        sumlx = _seq_sum((w * x) * lf)
+        suml2 = _seq_sum((w * lf) * lf)
+        return l, sumlx, suml2
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        l, sumlx, suml2 = trial(F32(-nmax) / safe_max)
+        L = (l + nmax).astype(np.uint8)
+        scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(F32)
+        best = scale * sumlx
+        for step in range(-9, 10):
+            if step == 0:
+                continue
+            l, sumlx, suml2 = trial(-(F32(nmax) + F32(0.1) * F32(step)) / safe_max)
+            accept = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+            L = np.where(accept[:, None], (l + nmax).astype(np.uint8), L)
+            scale = np.where(accept, sumlx / suml2, scale).astype(F32)
+            best = np.where(accept, scale * sumlx, best).astype(F32)
+    L[tiny] = 0
+    return np.where(tiny, F32(0), scale).astype(F32), L
+
+
+def _pack_scales_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """(nb, 8) 6-bit scales and mins -> (nb, 12) bytes (§1.8)."""
+    q = np.empty(ls.shape[:-1] + (12,), np.uint8)
+    q[..., 0:4] = ls[..., :4] | ((ls[..., 4:] >> 4) << 6)
+    q[..., 4:8] = lm[..., :4] | ((lm[..., 4:] >> 4) << 6)
+    q[..., 8:12] = (ls[..., 4:] & 0x0F) | ((lm[..., 4:] & 0x0F) << 4)
+    return q
+
+
+def _quantize_k4_k5(x: np.ndarray, type: GGMLType) -> np.ndarray:
+    """quantize_row_q4_K_ref / q5_K_ref (§3.6)."""
+    x = _as_rows(x, type)
+    rows = x.shape[0]
+    xb = x.reshape(-1, QK_K)
+    nb = xb.shape[0]
+    nmax, rmin, nstep = (15, -1.0, 20) if type == GGMLType.Q4_K else (31, -0.5, 15)
+    xs = xb.reshape(nb * 8, 32)
+    av_x = np.sqrt(_seq_sum(xs * xs) / F32(32))
+    w = av_x[:, None] + np.abs(xs)
+    scales, mins, L = make_qkx2_quants(xs, w, nmax, rmin, 0.1, nstep)
+    scales, mins, L = scales.reshape(nb, 8), mins.reshape(nb, 8), L.reshape(nb, 8, 32)
+
+    def top(v):  # `if v > top: top = v` from +0.0
+        m = v.max(axis=1)
+        return np.where(m > 0, m, F32(0)).astype(F32)
+
+    max_scale, max_min = top(scales), top(mins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
+        inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0)).astype(F32)
+    # (uint8_t)nearest_int(...) wraps modulo 256 before MIN(63, .)
+    ls = np.minimum(63, nearest_int(inv_scale[:, None] * scales) & 0xFF).astype(np.uint8)
+    lm = np.minimum(63, nearest_int(inv_min[:, None] * mins) & 0xFF).astype(np.uint8)
+    b = np.zeros(nb, BLOCK_DTYPES[type])
+    b["scales"] = _pack_scales_k4(ls, lm)
+    b["d"] = fp32_to_fp16(max_scale / F32(63))
+    b["dmin"] = fp32_to_fp16(max_min / F32(63))
+    # re-quantize against the rounded scales; sub-blocks with d_j == 0 keep their L
+    sc, m = get_scale_min_k4(b["scales"])
+    dj = _h2f(b["d"])[:, None] * sc.astype(F32)
+    dmj = _h2f(b["dmin"])[:, None] * m.astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        requant = np.clip(nearest_int((xb.reshape(nb, 8, 32) + dmj[:, :, None]) / dj[:, :, None]), 0, nmax)
+    L = np.where((dj != 0)[:, :, None], requant, L).astype(np.uint8)
+    L4 = L.reshape(nb, 4, 2, 32)  # [chunk c, lo/hi half, l]
+    b["qs"] = ((L4[:, :, 0] & 0x0F) | ((L4[:, :, 1] & 0x0F) << 4)).reshape(nb, 128)
+    if type == GGMLType.Q5_K:
+        hb = (L >> 4) & 1  # (nb, 8, 32): bit j of qh[l]
+        b["qh"] = (hb << np.arange(8, dtype=np.uint8)[None, :, None]).sum(axis=1, dtype=np.uint8)
+    _validate_fp16(b["d"], rows, type, "d")
+    _validate_fp16(b["dmin"], rows, type, "dmin")
+    return _out(b, rows)
+
+
+def quantize_q4_K_ref(x: np.ndarray) -> np.ndarray:
+    return _quantize_k4_k5(x, GGMLType.Q4_K)
+
+
+def quantize_q5_K_ref(x: np.ndarray) -> np.ndarray:
+    return _quantize_k4_k5(x, GGMLType.Q5_K)
+
+
+def quantize_q6_K_ref(x: np.ndarray) -> np.ndarray:
+    """quantize_row_q6_K_ref (§3.7)."""
+    x = _as_rows(x, GGMLType.Q6_K)
+    rows = x.shape[0]
+    xb = x.reshape(-1, QK_K)
+    nb = xb.shape[0]
+    scales, L = make_qx_quants_rmse1(xb.reshape(nb * 16, 16), 32)
+    scales, L = scales.reshape(nb, 16), L.reshape(nb, 16, 16)
+    max_abs_scale, max_scale = _first_absmax(scales)
+    zero = max_abs_scale < F32(1e-15)  # whole block stays zero, d = 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        iscale = np.where(zero, F32(0), F32(-128) / np.where(zero, F32(1), max_scale)).astype(F32)
+        d = np.where(zero, F32(0), F32(1) / np.where(zero, F32(1), iscale)).astype(F32)
+    b = np.zeros(nb, BLOCK_DTYPES[GGMLType.Q6_K])
+    b["d"] = fp32_to_fp16(d)
+    # MIN(127, .) then stored into int8_t: wraps modulo 256
+    sc = (np.minimum(127, nearest_int(iscale[:, None] * scales)) & 0xFF).astype(np.uint8).view(np.int8)
+    b["scales"] = sc
+    dj = _h2f(b["d"])[:, None] * sc.astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        requant = np.clip(nearest_int(xb.reshape(nb, 16, 16) / dj[:, :, None]), -32, 31) + 32
+    L = np.where((dj != 0)[:, :, None], requant, L).astype(np.uint8).reshape(nb, 2, 4, 32)  # [h, g, l]
+    b["ql"] = np.concatenate(
+        [(L[:, :, 0] & 0x0F) | ((L[:, :, 2] & 0x0F) << 4), (L[:, :, 1] & 0x0F) | ((L[:, :, 3] & 0x0F) << 4)],
+        axis=2,
+    ).reshape(nb, 128)
+    b["qh"] = ((L[:, :, 0] >> 4) | ((L[:, :, 1] >> 4) << 2) | ((L[:, :, 2] >> 4) << 4) | ((L[:, :, 3] >> 4) << 6)).reshape(nb, 64)
+    b[zero] = np.zeros(1, BLOCK_DTYPES[GGMLType.Q6_K])
+    _validate_fp16(b["d"], rows, GGMLType.Q6_K, "d")
+    return _out(b, rows)
+
+
 def quantize_ref(x: np.ndarray, type: GGMLType) -> np.ndarray:
     """Quantize float32 rows (rows, n) to `type` exactly as llama-quantize without an imatrix."""
     type = GGMLType(type)
@@ -378,6 +610,13 @@ _QUANTIZERS = {
     GGMLType.F32: _quantize_float(GGMLType.F32),
     GGMLType.F16: _quantize_float(GGMLType.F16),
     GGMLType.BF16: _quantize_float(GGMLType.BF16),
+    GGMLType.Q4_0: lambda x: _quantize_x_0(x, GGMLType.Q4_0),
+    GGMLType.Q5_0: lambda x: _quantize_x_0(x, GGMLType.Q5_0),
+    GGMLType.Q4_1: lambda x: _quantize_x_1(x, GGMLType.Q4_1),
+    GGMLType.Q5_1: lambda x: _quantize_x_1(x, GGMLType.Q5_1),
     GGMLType.Q8_0: quantize_q8_0_ref,
+    GGMLType.Q4_K: quantize_q4_K_ref,
+    GGMLType.Q5_K: quantize_q5_K_ref,
+    GGMLType.Q6_K: quantize_q6_K_ref,
     GGMLType.Q8_K: quantize_q8_K_ref,
 }
