@@ -1,0 +1,327 @@
+"""The `tinyllm quantize` pipeline: read a GGUF, choose each tensor's type, convert, write atomically.
+
+    plan_file(src, type_name, **options)            -> QuantPlan   (nothing converted: --dry-run)
+    quantize_file(src, dst, type_name, **options)   -> QuantizeStats
+
+Types come from `quant_rules` (llama-quantize's mixtures, §5); the block code is the project's
+own (`quants.quantize`, bit-exact with ggml), so a Q4_K_M made here is byte-identical to
+llama-quantize's. Tensors are produced one at a time, just before `write_gguf` writes them,
+so memory holds one converted tensor at a time; the input stays memory-mapped.
+
+Library code never prints: progress goes to an optional callback, fallbacks and overrides
+are in the returned plan, and the summary figures are in QuantizeStats.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import GGUFError, QuantizationError, UsageError
+from .quant_rules import (
+    GGML_QNT_VERSION,
+    FType,
+    ModelHParams,
+    QuantOptions,
+    QuantPlan,
+    TensorPlan,
+    check_fits,
+    parse_ftype,
+    parse_tensor_type_override,
+    plan_types,
+    type_name,
+)
+from .quants.types import FLOAT_TYPES, GGMLType, parse_type
+
+# metadata llama-quantize drops (a quantized file is one shard) or rewrites at the end
+_SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
+_QNT_KEY, _FTYPE_KEY = "general.quantization_version", "general.file_type"
+
+# rows converted per step when the source is not F32: bounds the float32 scratch to ~64 MiB
+_CHUNK_FLOATS = 16 << 20
+
+
+@dataclass
+class TensorDone:
+    """What the progress callback gets after each tensor has been converted."""
+    index: int  # 1-based position in the output
+    count: int  # tensors in the file
+    tensor: TensorPlan
+    seconds: float  # time spent converting this tensor
+    done_bytes: int  # source bytes handled so far (for a progress bar / ETA)
+    total_bytes: int
+
+
+@dataclass
+class QuantizeStats:
+    src: Path
+    dst: Path | None  # None for a dry run
+    plan: QuantPlan
+    seconds: float  # wall time of the whole conversion and write
+    file_nbytes: int  # size of the written file (0 for a dry run)
+    threads: int
+
+    @property
+    def src_nbytes(self) -> int:
+        return self.plan.src_nbytes
+
+    @property
+    def dst_nbytes(self) -> int:
+        return self.plan.dst_nbytes
+
+    @property
+    def src_bpw(self) -> float:
+        return self.plan.bpw(self.plan.src_nbytes)
+
+    @property
+    def dst_bpw(self) -> float:
+        return self.plan.bpw(self.plan.dst_nbytes)
+
+    @property
+    def n_fallback(self) -> int:
+        return len(self.plan.fallbacks)
+
+
+def supported_types() -> tuple[GGMLType, ...]:
+    """Types tinyllm can write (the block code's quantizers, F32/F16/BF16 included)."""
+    from .quants import quantize as q
+
+    types = getattr(q, "QUANTIZE_TYPES", None)
+    if types is None:
+        from .quants.reference import QUANTIZE_TYPES as types
+    return tuple(t for t in types if t != GGMLType.Q8_K)  # Q8_K is an activation type only
+
+
+def default_output_path(src: str | os.PathLike, ftype: FType | str) -> Path:
+    """OUT beside IN when none is given: 'gemma-f32.gguf' + Q4_K_M -> 'gemma-Q4_K_M.gguf'.
+
+    A trailing type tag in IN's name (-f32, _F16, .bf16, -Q8_0 ...) is replaced rather than
+    kept, so names do not pile up tags; otherwise the tag is appended ('model-Q4_K_M.gguf').
+    """
+    ftype = ftype if isinstance(ftype, FType) else parse_ftype(ftype)
+    src = Path(src)
+    stem = src.name[:-5] if src.name.lower().endswith(".gguf") else src.name
+    for sep in ("-", "_", "."):
+        base, s, tag = stem.rpartition(sep)
+        if s and base and _is_type_tag(tag):
+            stem = base
+            break
+    return src.with_name(f"{stem}-{ftype.name}.gguf")
+
+
+def _is_type_tag(tag: str) -> bool:
+    try:
+        parse_ftype(tag)
+        return not tag.isdigit()
+    except UsageError:
+        return False
+
+
+def _as_type(t) -> GGMLType | None:
+    if t is None or isinstance(t, GGMLType):
+        return t
+    return parse_type(str(t))
+
+
+def _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type, tensor_types) -> QuantOptions:
+    overrides = tuple(
+        parse_tensor_type_override(o) if isinstance(o, str) else (str(o[0]), _as_type(o[1]))
+        for o in (tensor_types or ())
+    )
+    return QuantOptions(
+        pure=bool(pure),
+        leave_output_tensor=bool(leave_output_tensor),
+        output_tensor_type=_as_type(output_tensor_type),
+        token_embedding_type=_as_type(token_embedding_type),
+        tensor_types=overrides,
+    )
+
+
+def _open(src) -> "GGUFFile":
+    from .gguf_io import GGUFFile
+
+    src = Path(src)
+    if src.is_dir():
+        raise GGUFError(f"{src}: is a directory, not a GGUF file")
+    return GGUFFile(src)
+
+
+def _plan(gf, ftype: FType, opts: QuantOptions, no_fallback: bool) -> QuantPlan:
+    hp = ModelHParams.from_metadata(gf.metadata, gf.tensors)
+    plan = plan_types(((t.name, t.type, t.shape) for t in gf.tensors.values()), ftype, hp, opts)
+    check_fits(plan)
+    supported = supported_types()
+    for t in plan.tensors:
+        if t.converts and t.dst_type not in supported:
+            names = ", ".join(type_name(s) for s in supported)
+            raise QuantizationError(
+                f"tensor {t.name}: tinyllm cannot write type {type_name(t.dst_type)} (supported: {names})")
+    if no_fallback and plan.fallbacks:
+        listed = "; ".join(
+            f"{t.name} (row length {t.ne[0]}: {type_name(t.fallback_from)} -> {type_name(t.dst_type)})"
+            for t in plan.fallbacks)
+        raise QuantizationError(
+            f"{len(plan.fallbacks)} tensor(s) would need a fallback type because their rows do not fit "
+            f"the block size, and --no-fallback was given: {listed}")
+    return plan
+
+
+def plan_file(src, type_name: str | FType, *, pure=False, leave_output_tensor=False, output_tensor_type=None,
+              token_embedding_type=None, tensor_types=(), no_fallback=False) -> QuantPlan:
+    """The per-tensor types `quantize_file` would use, without converting anything (--dry-run)."""
+    ftype = type_name if isinstance(type_name, FType) else parse_ftype(type_name)
+    opts = _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type, tensor_types)
+    with _open(src) as gf:
+        return _plan(gf, ftype, opts, no_fallback)
+
+
+def _check_paths(src: Path, dst: Path, force: bool) -> None:
+    if dst.exists() or dst.is_symlink():
+        try:
+            same = os.path.samefile(src, dst)
+        except OSError:
+            same = False
+        if same or src.resolve() == dst.resolve():
+            raise UsageError(f"output {dst} is the input file; choose another output path")
+        if dst.is_dir():
+            raise UsageError(f"output {dst} is a directory; give a file name")
+        if not force:
+            raise UsageError(f"output {dst} already exists; pass --force to overwrite it")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {dst}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {dst}: directory {parent} is not writable")
+
+
+def _check_requantize(src: Path, plan: QuantPlan, allow: bool) -> None:
+    if allow:
+        return
+    for t in plan.tensors:
+        if t.converts and t.src_type not in FLOAT_TYPES and t.dst_type not in FLOAT_TYPES:
+            raise QuantizationError(
+                f"{src}: tensor {t.name} is already quantized ({type_name(t.src_type)}); requantizing from "
+                f"{type_name(t.src_type)} to {type_name(t.dst_type)} is disabled because it loses quality "
+                f"compared with quantizing from F32/F16/BF16 weights. Pass --allow-requantize to do it anyway")
+
+
+def _out_metadata(gf, ftype: FType):
+    """Input metadata with value types kept; split keys dropped; version and file_type last, as llama.cpp."""
+    from .gguf_io import GGUFValueType
+
+    drop = set(_SPLIT_KEYS) | {_QNT_KEY, _FTYPE_KEY}
+    metadata = {k: v for k, v in gf.metadata.items() if k not in drop}
+    value_types = {k: v for k, v in gf.value_types.items() if k not in drop}
+    metadata[_QNT_KEY] = GGML_QNT_VERSION
+    metadata[_FTYPE_KEY] = ftype.file_type
+    value_types[_QNT_KEY] = value_types[_FTYPE_KEY] = (GGUFValueType.UINT32, None)
+    return metadata, value_types
+
+
+def _to_f32(raw: np.ndarray, t: GGMLType, ncols: int) -> np.ndarray:
+    """Rows of any readable type -> float32 rows (§3.0: F16/BF16 widen exactly, quants dequantize)."""
+    if t == GGMLType.F32:
+        return raw.view(np.float32)
+    if t == GGMLType.F16:
+        return raw.view(np.float16).astype(np.float32)
+    if t == GGMLType.BF16:
+        return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    from .quants.reference import dequantize
+
+    return dequantize(raw, t, (raw.shape[0], ncols))
+
+
+def _bad_value(x: np.ndarray) -> tuple[int, int, float] | None:
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return None
+    r, c = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    return int(r), int(c), float(x[r, c])
+
+
+def convert_tensor(info, dst_type: GGMLType, threads: int | None = None) -> np.ndarray:
+    """One tensor's data in `dst_type`: uint8 (n_rows, row_nbytes); the mapped bytes when unchanged."""
+    from .quants.quantize import quantize
+
+    raw = info.data
+    if info.type == dst_type:
+        return raw
+    ncols = info.ne[0] if info.ne else 1
+    n_rows = raw.shape[0]
+    step = n_rows if info.type == GGMLType.F32 else max(1, _CHUNK_FLOATS // max(ncols, 1))
+    out = None
+    for r0 in range(0, n_rows, step):
+        r1 = min(n_rows, r0 + step)
+        x = _to_f32(raw[r0:r1], info.type, ncols)
+        try:
+            q = quantize(x, dst_type, threads)
+        except QuantizationError as e:
+            bad = _bad_value(x)
+            if bad is None:
+                raise QuantizationError(f"tensor {info.name}: {e}") from None
+            r, c, v = bad
+            raise QuantizationError(
+                f"tensor {info.name}: row {r0 + r} holds a non-finite value ({v} at column {c}); "
+                f"cannot quantize to {type_name(dst_type)}") from None
+        if step >= n_rows:
+            return q
+        if out is None:
+            out = np.empty((n_rows, q.shape[1]), np.uint8)
+        out[r0:r1] = q
+    return out
+
+
+def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = None, pure=False,
+                  leave_output_tensor=False, output_tensor_type=None, token_embedding_type=None,
+                  tensor_types=(), allow_requantize=False, no_fallback=False, force=False, dry_run=False,
+                  progress: Callable[[TensorDone], None] | None = None) -> QuantizeStats:
+    """Quantize (or convert to F32/F16/BF16) the GGUF `src` into `dst` with llama-quantize's mixtures.
+
+    type_name: Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q6_K, Q8_0, Q5_0, Q4_0, F32, F16, BF16 (any case).
+    dst None: `default_output_path(src, type)`. Options mirror llama-quantize's flags; see the CLI.
+    Refuses (UsageError / QuantizationError / GGUFError, nothing written) when dst is src, dst
+    exists without force, the directory cannot be written, the input is quantized and the output
+    would be quantized again without allow_requantize, a fallback is needed under no_fallback,
+    or a tensor holds NaN/Inf. The write is atomic: a failure or Ctrl+C leaves no dst and no temp file.
+    """
+    from .jit import get_threads, set_threads
+
+    t0 = time.perf_counter()
+    ftype = type_name if isinstance(type_name, FType) else parse_ftype(type_name)
+    opts = _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type, tensor_types)
+    src = Path(src)
+    dst = default_output_path(src, ftype) if dst is None else Path(dst)
+    if not dry_run:
+        _check_paths(src, dst, force)
+    n_threads = set_threads(threads) if threads is not None else get_threads()
+    with _open(src) as gf:
+        plan = _plan(gf, ftype, opts, no_fallback)
+        if dry_run:
+            return QuantizeStats(src, None, plan, time.perf_counter() - t0, 0, n_threads)
+        _check_requantize(src, plan, allow_requantize)
+        metadata, value_types = _out_metadata(gf, ftype)
+        total = plan.src_nbytes
+        done = [0]
+
+        def producer(i: int, tp: TensorPlan):
+            def produce():
+                ts = time.perf_counter()
+                data = convert_tensor(gf.tensors[tp.name], tp.dst_type, threads)
+                done[0] += tp.src_nbytes
+                if progress is not None:
+                    progress(TensorDone(i + 1, len(plan.tensors), tp, time.perf_counter() - ts, done[0], total))
+                return data
+            return produce
+
+        specs = [(tp.name, tp.dst_type, tp.shape, producer(i, tp)) for i, tp in enumerate(plan.tensors)]
+        from .gguf_io import write_gguf
+
+        try:
+            write_gguf(dst, metadata, specs, value_types=value_types, alignment=gf.alignment)
+        except OSError as e:
+            raise GGUFError(f"cannot write {dst}: {e.strerror or e}") from None
+    return QuantizeStats(src, dst, plan, time.perf_counter() - t0, dst.stat().st_size, n_threads)
