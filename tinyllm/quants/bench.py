@@ -1,0 +1,121 @@
+"""Kernel benchmark: GMAC/s and GB/s of weight bytes for every weight type, decode and prefill.
+
+`run_kernel_bench()` returns rows (dicts); `tinyllm bench --kernels` and
+`benchmarks/bench_kernels.py` print them. Weights are random blocks with finite scales;
+decode cycles through enough copies of a matrix to exceed the last-level cache, so the
+GB/s figure is main-memory bandwidth, not cache bandwidth. Nothing here prints.
+"""
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..jit import get_threads, set_threads
+from .matmul import FLOAT_WEIGHTS, QMatrix, matmul
+from .types import BLOCK_SIZES, GGMLType, row_nbytes
+
+DEFAULT_TYPES = ("Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q5_0", "Q4_0", "F16", "BF16", "F32")
+# (n_out, n_in) per case; Gemma 3's tied output matrix is the largest single decode read
+SQUARE = (2048, 2048)
+GEMMA_OUTPUT = (262144, 640)
+CACHE_BYTES = 96 << 20  # decode rotates over copies totalling at least this (L3 here is 32 MiB)
+
+
+@dataclass
+class KernelBenchRow:
+    type: str
+    n_out: int
+    n_in: int
+    T: int  # activation rows: 1 = decode, > 1 = prefill
+    threads: int
+    seconds: float  # best time of one matmul call
+    gmacs: float  # 1e9 multiply-adds per second
+    gbs: float  # 1e9 bytes of (GGUF-sized) weights per second
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def random_qmatrix(wtype, n_out: int, n_in: int, seed: int = 0) -> QMatrix:
+    """A QMatrix of random blocks: random quant bytes, fp16 scales in a small finite range."""
+    wtype = GGMLType(wtype)
+    rng = np.random.default_rng(seed)
+    if wtype in FLOAT_WEIGHTS:
+        w = rng.standard_normal((n_out, n_in), dtype=np.float32) * np.float32(0.05)
+        if wtype == GGMLType.F32:
+            raw = w.view(np.uint8)
+        elif wtype == GGMLType.F16:
+            raw = w.astype(np.float16).view(np.uint8)
+        else:
+            raw = (w.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+        return QMatrix(wtype, raw.reshape(n_out, -1), n_in, name=f"random-{wtype.name}")
+    blck, nbytes = BLOCK_SIZES[wtype]
+    nb = n_in // blck
+    raw = rng.integers(0, 256, (n_out, nb, nbytes), dtype=np.uint8)
+    scales = (rng.random((n_out, nb, 2), dtype=np.float32) * np.float32(0.01)).astype("<f2").view(np.uint8)
+    off = 208 if wtype == GGMLType.Q6_K else 0
+    raw[:, :, off : off + 2] = scales[:, :, 0:2]
+    if wtype in (GGMLType.Q4_K, GGMLType.Q5_K):
+        raw[:, :, 2:4] = scales[:, :, 2:4]
+    return QMatrix(wtype, raw.reshape(n_out, row_nbytes(wtype, n_in)), n_in, name=f"random-{wtype.name}")
+
+
+def _time_calls(mats, x, out, min_calls: int, min_seconds: float) -> float:
+    """Best per-call time over rounds that each touch every matrix once."""
+    best = np.inf
+    calls = 0
+    t_start = time.perf_counter()
+    while calls < min_calls or time.perf_counter() - t_start < min_seconds:
+        t0 = time.perf_counter()
+        for w in mats:
+            matmul(w, x, out)
+        best = min(best, (time.perf_counter() - t0) / len(mats))
+        calls += len(mats)
+    return best
+
+
+def bench_case(wtype, n_out, n_in, T, threads, *, min_seconds=0.5, seed=0, mats=None) -> KernelBenchRow:
+    wtype = GGMLType(wtype) if not isinstance(wtype, str) else GGMLType[wtype]
+    if mats is None:
+        w = random_qmatrix(wtype, n_out, n_in, seed)
+        copies = 1 if T > 1 else max(1, -(-CACHE_BYTES // w.nbytes))
+        mats = [w] + [random_qmatrix(wtype, n_out, n_in, seed + i + 1) for i in range(copies - 1)]
+    x = np.random.default_rng(seed).standard_normal((T, n_in), dtype=np.float32)
+    out = np.empty((T, n_out), np.float32)
+    old = get_threads()
+    set_threads(threads)
+    try:
+        matmul(mats[0], x, out)  # compile / warm up
+        sec = _time_calls(mats, x, out, min_calls=3, min_seconds=min_seconds)
+    finally:
+        set_threads(old)
+    macs = n_out * n_in * T
+    return KernelBenchRow(wtype.name, n_out, n_in, T, threads, sec, macs / sec / 1e9, mats[0].nbytes / sec / 1e9)
+
+
+def run_kernel_bench(
+    types=DEFAULT_TYPES, threads=(1, 2), prefill_T: int = 64, gemma_output: bool = True, min_seconds: float = 0.5, on_row=None
+) -> list[dict]:
+    """Decode (T=1) and prefill (T=prefill_T) of a 2048x2048 matrix per type, at each thread
+    count, plus Gemma 3's 262144x640 Q8_0 output matrix. `on_row(row_dict)` is called as
+    each row is measured (for progress); returns all rows as dicts."""
+    rows = []
+    cases = []
+    for name in types:
+        wtype = GGMLType[name.upper()]
+        cases.append((wtype, *SQUARE))
+    if gemma_output:
+        cases.append((GGMLType.Q8_0, *GEMMA_OUTPUT))
+    for wtype, n_out, n_in in cases:
+        w = random_qmatrix(wtype, n_out, n_in, 0)
+        copies = max(1, -(-CACHE_BYTES // w.nbytes))
+        decode_mats = [w] + [random_qmatrix(wtype, n_out, n_in, i + 1) for i in range(copies - 1)]
+        for T, mats in ((1, decode_mats), (prefill_T, [w])):
+            if T > 1 and n_out > 65536:
+                continue  # the output matrix only sees the last token of a prompt
+            for th in threads:
+                row = bench_case(wtype, n_out, n_in, T, th, min_seconds=min_seconds, mats=mats).as_dict()
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+    return rows
