@@ -278,7 +278,8 @@ def convert_tensor(info, dst_type: GGMLType, threads: int | None = None) -> np.n
 def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = None, pure=False,
                   leave_output_tensor=False, output_tensor_type=None, token_embedding_type=None,
                   tensor_types=(), allow_requantize=False, no_fallback=False, force=False, dry_run=False,
-                  progress: Callable[[TensorDone], None] | None = None) -> QuantizeStats:
+                  progress: Callable[[TensorDone], None] | None = None,
+                  on_plan: Callable[[QuantPlan], None] | None = None) -> QuantizeStats:
     """Quantize (or convert to F32/F16/BF16) the GGUF `src` into `dst` with llama-quantize's mixtures.
 
     type_name: Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q6_K, Q8_0, Q5_0, Q4_0, F32, F16, BF16 (any case).
@@ -287,6 +288,8 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
     exists without force, the directory cannot be written, the input is quantized and the output
     would be quantized again without allow_requantize, a fallback is needed under no_fallback,
     or a tensor holds NaN/Inf. The write is atomic: a failure or Ctrl+C leaves no dst and no temp file.
+    `on_plan(plan)` is called once every check has passed, before the first tensor is converted;
+    `progress(TensorDone)` after each tensor.
     """
     from .jit import get_threads, set_threads
 
@@ -303,6 +306,8 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
         if dry_run:
             return QuantizeStats(src, None, plan, time.perf_counter() - t0, 0, n_threads)
         _check_requantize(src, plan, allow_requantize)
+        if on_plan is not None:
+            on_plan(plan)
         metadata, value_types = _out_metadata(gf, ftype)
         total = plan.src_nbytes
         done = [0]
