@@ -14,6 +14,7 @@ are in the returned plan, and the summary figures are in QuantizeStats.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 
 from .errors import GGUFError, QuantizationError, UsageError
 from .quant_rules import (
+    FTYPE_ALIASES,
+    FTYPES,
     GGML_QNT_VERSION,
     FType,
     ModelHParams,
@@ -105,20 +108,15 @@ def default_output_path(src: str | os.PathLike, ftype: FType | str) -> Path:
     ftype = ftype if isinstance(ftype, FType) else parse_ftype(ftype)
     src = Path(src)
     stem = src.name[:-5] if src.name.lower().endswith(".gguf") else src.name
-    for sep in ("-", "_", "."):
-        base, s, tag = stem.rpartition(sep)
-        if s and base and _is_type_tag(tag):
-            stem = base
-            break
+    m = _TYPE_TAG.match(stem)
+    if m:
+        stem = m.group(1)
     return src.with_name(f"{stem}-{ftype.name}.gguf")
 
 
-def _is_type_tag(tag: str) -> bool:
-    try:
-        parse_ftype(tag)
-        return not tag.isdigit()
-    except UsageError:
-        return False
+# 'name-Q4_K_M', 'name_f16', 'name.bf16': a trailing type tag (longest names first: Q4_K_M before Q4_K)
+_TYPE_TAG = re.compile(
+    r"(.+?)[-_.](?:%s)$" % "|".join(sorted((*FTYPES, *FTYPE_ALIASES), key=len, reverse=True)), re.IGNORECASE)
 
 
 def _as_type(t) -> GGMLType | None:
@@ -300,7 +298,11 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
     dst = default_output_path(src, ftype) if dst is None else Path(dst)
     if not dry_run:
         _check_paths(src, dst, force)
-    n_threads = set_threads(threads) if threads is not None else get_threads()
+    if threads is not None:  # validate now; quants.quantize applies it per call
+        old = get_threads()
+        set_threads(threads)
+        set_threads(old)
+    n_threads = threads if threads is not None else get_threads()
     with _open(src) as gf:
         plan = _plan(gf, ftype, opts, no_fallback)
         if dry_run:
