@@ -407,12 +407,24 @@ def test_unreadable_input_and_unwritable_output(golden, tmp_path):
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as root: a read-only directory is still writable")
-        with pytest.raises(UsageError, match=r"ro is not writable"):
-            quantize_file(src, ro / "o.gguf", "Q8_0")
+        if not os.access(ro, os.W_OK):  # (root may write anyway: then the case below covers it)
+            with pytest.raises(UsageError, match=r"ro is not writable"):
+                quantize_file(src, ro / "o.gguf", "Q8_0")
     finally:
         ro.chmod(0o755)
+
+
+def test_write_refused_by_the_os_is_one_clear_error(golden, tmp_path, monkeypatch):
+    """A directory that passes os.access but refuses the temp file (as sysfs does for root)."""
+    import tinyllm.gguf_io
+
+    def refuse(*a, **k):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(tinyllm.gguf_io.tempfile, "mkstemp", refuse)
+    with pytest.raises(GGUFError, match=r"cannot write .*o\.gguf: Permission denied"):
+        quantize_file(golden / "quant" / "tiny-f32.gguf", tmp_path / "o.gguf", "Q8_0")
+    assert _leftovers(tmp_path) == []
 
 
 def _f32_model(path, bad=None, ne0=256):
