@@ -1,0 +1,632 @@
+"""Numba quantizers, bit-exact with llama-quantize without an imatrix (kquants.md §3).
+
+`quantize(x, type, threads=None)` turns float32 rows into ggml blocks: uint8 (rows, row_nbytes).
+Every kernel is `jit_exact` (no fastmath: no FMA contraction, no reassociation), so each
+float32 operation rounds once as the C code does; `reference.py` holds the NumPy twins and
+the block layout diagrams. Rows run in parallel (`prange`); each row first checks its input
+for NaN/Inf and, after quantizing, its fp16 scales for overflow (ggml_validate_row_data),
+reporting through a per-row status array that `quantize` turns into a QuantizationError.
+
+All helpers live in this module so that Numba's cache sees every function a kernel calls.
+"""
+import numpy as np
+from numba import prange
+
+from ..errors import QuantizationError
+from ..jit import get_threads, jit_exact, set_threads
+from .types import BLOCK_SIZES, GGMLType, row_nbytes
+
+F32 = np.float32
+# float32 constants as globals: Numba freezes them with their float32 type, so no
+# expression below is silently promoted to float64
+_F0 = F32(0.0)
+_F1 = F32(1.0)
+_F_HALF = F32(0.5)
+_MAGIC = F32(12582912.0)  # 1.5 * 2**23, nearest_int's bit trick
+_EPS = F32(1e-15)  # GROUP_MAX_EPS
+_F0_1 = F32(0.1)
+_F32_32 = F32(32.0)
+_F63 = F32(63.0)
+_F127 = F32(127.0)
+_FM127 = F32(-127.0)
+_FM128 = F32(-128.0)
+_TWO_M24 = F32(2.0**-24)
+
+_OK, _NONFINITE, _OVERFLOW = 0, 1, 2
+
+QUANTIZE_TYPES = (
+    GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0,
+    GGMLType.Q5_1, GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.Q8_K,
+)  # fmt: skip
+
+# ---------------------------------------------------------------------------------------
+# §0 primitives
+
+
+@jit_exact
+def nearest_int(v):
+    """float32 -> int: ggml's 1.5*2^23 trick, so even |v| >= 2^22 gives ggml's exact garbage."""
+    s = F32(v + _MAGIC)
+    return np.int64(s.view(np.int32) & 0x007FFFFF) - 0x00400000
+
+
+@jit_exact
+def fp32_to_fp16_bits(f):
+    """float32 -> fp16 bits, IEEE round to nearest even (ggml_compute_fp32_to_fp16; NaN -> 0x7E00)."""
+    b = np.int64(F32(f).view(np.uint32))
+    sign = (b >> 16) & 0x8000
+    a = b & 0x7FFFFFFF
+    if a > 0x7F800000:
+        return sign | 0x7E00
+    if a >= 0x477FF000:  # >= 65520 rounds past 65504
+        return sign | 0x7C00
+    if a >= 0x38800000:  # normal fp16: rebias the exponent by 127-15 and round off 13 bits
+        m = a - 0x38000000
+        return sign | ((m + 0x0FFF + ((m >> 13) & 1)) >> 13)
+    if a <= 0x33000000:  # <= 2^-25: rounds to zero (2^-25 itself is a tie, to even)
+        return sign
+    e = a >> 23  # fp16 subnormal: value / 2^-24 = mant >> (126 - e), rounded to even
+    mant = (a & 0x7FFFFF) | 0x800000
+    s = 126 - e
+    h = mant >> s
+    rem = mant & ((1 << s) - 1)
+    half = 1 << (s - 1)
+    if rem > half or (rem == half and (h & 1) == 1):
+        h += 1
+    return sign | h
+
+
+@jit_exact
+def fp16_bits_to_fp32(h):
+    """fp16 bits -> float32, exact."""
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0:
+        v = F32(m) * _TWO_M24
+        return -v if (h & 0x8000) else v
+    sign = np.int64(h & 0x8000) << 16
+    if e == 31:
+        bits = sign | 0x7F800000 | (np.int64(m) << 13)
+    else:
+        bits = sign | (np.int64(e + 112) << 23) | (np.int64(m) << 13)
+    return np.uint32(bits).view(np.float32)
+
+
+@jit_exact
+def fp32_to_bf16_bits(f):
+    """ggml_compute_fp32_to_bf16: round to nearest even on the top 16 bits; NaN forced quiet."""
+    u = np.int64(F32(f).view(np.uint32))
+    if (u & 0x7FFFFFFF) > 0x7F800000:
+        return (u >> 16) | 64
+    return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16) & 0xFFFF
+
+
+@jit_exact
+def _roundf(v):
+    """C roundf: half away from zero. int() truncates and v - trunc(v) is exact."""
+    t = np.int64(v)
+    r = v - F32(t)
+    if r >= _F_HALF:
+        t += 1
+    elif r <= -_F_HALF:
+        t -= 1
+    return t
+
+
+@jit_exact
+def _row_nonfinite(xu):
+    """Any NaN/Inf among the uint32 bit patterns of a row (an integer OR that vectorises)."""
+    bad = 0
+    for i in range(xu.shape[0]):
+        bad |= np.int64((xu[i] & 0x7F800000) == 0x7F800000)
+    return bad != 0
+
+
+@jit_exact
+def _put16(o, off, h):
+    o[off] = h & 0xFF
+    o[off + 1] = (h >> 8) & 0xFF
+
+
+@jit_exact
+def _fp16_field(o, off, f):
+    """Store fp16(f) little-endian; return (its float32 value, whether it is finite)."""
+    h = fp32_to_fp16_bits(f)
+    _put16(o, off, h)
+    return fp16_bits_to_fp32(h), (h & 0x7C00) != 0x7C00
+
+
+# ---------------------------------------------------------------------------------------
+# 32-weight blocks: Q8_0, Q4_0, Q5_0, Q4_1, Q5_1
+
+
+@jit_exact
+def _block_q8_0(xr, base, o, ob):
+    """quantize_row_q8_0_ref (§3.1)."""
+    amax = _F0
+    for j in range(32):
+        v = abs(xr[base + j])
+        amax = amax if amax > v else v
+    d = amax / _F127
+    id = _F1 / d if d != _F0 else _F0
+    _, ok = _fp16_field(o, ob, d)
+    for j in range(32):
+        o[ob + 2 + j] = _roundf(xr[base + j] * id) & 0xFF
+    return ok
+
+
+@jit_exact
+def _block_x_0(xr, base, o, ob, nmax, five):
+    """quantize_row_q4_0_ref (nmax 15) / q5_0_ref (nmax 31, five): d = max/-(nmax+1)/2... (§3.2, §3.3)."""
+    amax = _F0
+    mx = _F0
+    for j in range(32):
+        v = xr[base + j]
+        if amax < abs(v):
+            amax = abs(v)
+            mx = v
+    half = F32((nmax + 1) // 2)
+    d = mx / -half
+    id = _F1 / d if d != _F0 else _F0
+    _, ok = _fp16_field(o, ob, d)
+    bias = half + _F_HALF
+    qh = 0
+    qs = ob + 6 if five else ob + 2
+    for j in range(16):
+        a0 = min(nmax, np.int64(xr[base + j] * id + bias))
+        a1 = min(nmax, np.int64(xr[base + 16 + j] * id + bias))
+        o[qs + j] = ((a0 & 0xF) | ((a1 & 0xF) << 4)) & 0xFF
+        qh |= ((a0 >> 4) & 1) << j
+        qh |= ((a1 >> 4) & 1) << (j + 16)
+    if five:
+        _put16(o, ob + 2, qh & 0xFFFF)
+        _put16(o, ob + 4, (qh >> 16) & 0xFFFF)
+    return ok
+
+
+@jit_exact
+def _block_x_1(xr, base, o, ob, nmax, five):
+    """quantize_row_q4_1_ref (nmax 15, clamped) / q5_1_ref (nmax 31, no clamp) (§3.10)."""
+    mn = xr[base]
+    mx = xr[base]
+    for j in range(1, 32):
+        v = xr[base + j]
+        if v < mn:
+            mn = v
+        if v > mx:
+            mx = v
+    d = (mx - mn) / F32(nmax)
+    id = _F1 / d if d != _F0 else _F0
+    _, ok_d = _fp16_field(o, ob, d)
+    _, ok_m = _fp16_field(o, ob + 2, mn)
+    qh = 0
+    qs = ob + 8 if five else ob + 4
+    for j in range(16):
+        a0 = np.int64((xr[base + j] - mn) * id + _F_HALF)
+        a1 = np.int64((xr[base + 16 + j] - mn) * id + _F_HALF)
+        if not five:
+            a0 = min(15, a0)
+            a1 = min(15, a1)
+        o[qs + j] = ((a0 & 0xF) | ((a1 & 0xF) << 4)) & 0xFF
+        qh |= ((a0 >> 4) & 1) << j
+        qh |= ((a1 >> 4) & 1) << (j + 16)
+    if five:
+        _put16(o, ob + 4, qh & 0xFFFF)
+        _put16(o, ob + 6, (qh >> 16) & 0xFFFF)
+    return ok_d and ok_m
+
+
+# ---------------------------------------------------------------------------------------
+# Q4_K / Q5_K (§3.4, §3.6)
+
+
+@jit_exact
+def _make_qkx2_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep):
+    """Fit x[base:base+32] ~ scale*L + min; writes L[lb:lb+32]; returns (scale, -min)."""
+    n = 32
+    mn = xr[base]
+    mx = xr[base]
+    sum_w = w[0]
+    sum_x = sum_w * xr[base]
+    for i in range(1, n):
+        v = xr[base + i]
+        if v < mn:
+            mn = v
+        if v > mx:
+            mx = v
+        sum_w += w[i]
+        sum_x += w[i] * v
+    if mn > _F0:
+        mn = _F0
+    if mx == mn:
+        for i in range(n):
+            L[lb + i] = 0
+        return _F0, -mn
+    fnmax = F32(nmax)
+    iscale = fnmax / (mx - mn)
+    scale = _F1 / iscale
+    best_error = _F0
+    for i in range(n):
+        v = xr[base + i]
+        l = min(nmax, max(0, nearest_int(iscale * (v - mn))))
+        L[lb + i] = l
+        diff = scale * F32(l) + mn - v
+        best_error += w[i] * (diff * diff)
+    for step in range(nstep + 1):
+        iscale = (rmin + rdelta * F32(step) + fnmax) / (mx - mn)
+        sum_l = _F0
+        sum_l2 = _F0
+        sum_xl = _F0
+        for i in range(n):
+            v = xr[base + i]
+            l = min(nmax, max(0, nearest_int(iscale * (v - mn))))
+            laux[i] = l
+            wl = w[i] * F32(l)
+            sum_l += wl
+            sum_l2 += wl * F32(l)
+            sum_xl += wl * v
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > _F0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > _F0:
+                this_min = _F0
+                this_scale = sum_xl / sum_l2
+            cur_error = _F0
+            for i in range(n):
+                diff = this_scale * F32(laux[i]) + this_min - xr[base + i]
+                cur_error += w[i] * (diff * diff)
+            if cur_error < best_error:
+                for i in range(n):
+                    L[lb + i] = laux[i]
+                best_error = cur_error
+                scale = this_scale
+                mn = this_min
+    return scale, -mn
+
+
+@jit_exact
+def _block_k4_k5(xr, base, o, ob, five, L, laux, w, scales, mins):
+    """quantize_row_q4_K_ref / q5_K_ref (§3.6) for the super-block at xr[base:base+256]."""
+    if five:
+        nmax, rmin, nstep = 31, F32(-0.5), 15
+    else:
+        nmax, rmin, nstep = 15, F32(-1.0), 20
+    max_scale = _F0
+    max_min = _F0
+    for j in range(8):
+        sb = base + 32 * j
+        sum_x2 = _F0
+        for l in range(32):
+            sum_x2 += xr[sb + l] * xr[sb + l]
+        av_x = np.sqrt(sum_x2 / _F32_32)
+        for l in range(32):
+            w[l] = av_x + abs(xr[sb + l])
+        scale, the_min = _make_qkx2_quants(xr, sb, w, L, 32 * j, laux, nmax, rmin, _F0_1, nstep)
+        scales[j] = scale
+        mins[j] = the_min
+        if scale > max_scale:
+            max_scale = scale
+        if the_min > max_min:
+            max_min = the_min
+    inv_scale = _F63 / max_scale if max_scale > _F0 else _F0
+    inv_min = _F63 / max_min if max_min > _F0 else _F0
+    for j in range(8):
+        # (uint8_t)nearest_int(.) wraps modulo 256 before MIN(63, .)
+        ls = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
+        lm = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
+        if j < 4:
+            o[ob + 4 + j] = ls
+            o[ob + 8 + j] = lm
+        else:
+            o[ob + 4 + j + 4] = (ls & 0xF) | ((lm & 0xF) << 4)
+            o[ob + 4 + j - 4] |= (ls >> 4) << 6
+            o[ob + 4 + j] |= (lm >> 4) << 6
+    d, ok_d = _fp16_field(o, ob, max_scale / _F63)
+    dmin, ok_m = _fp16_field(o, ob + 2, max_min / _F63)
+    # re-quantize against the rounded scales; a sub-block with d_j == 0 keeps its L
+    for j in range(8):
+        if j < 4:
+            sc = o[ob + 4 + j] & 63
+            m = o[ob + 8 + j] & 63
+        else:
+            sc = (o[ob + 12 + j - 4] & 0xF) | ((o[ob + 4 + j - 4] >> 6) << 4)
+            m = (o[ob + 12 + j - 4] >> 4) | ((o[ob + 4 + j] >> 6) << 4)
+        dj = d * F32(sc)
+        if dj == _F0:
+            continue
+        dmj = dmin * F32(m)
+        sb = base + 32 * j
+        for ii in range(32):
+            L[32 * j + ii] = min(nmax, max(0, nearest_int((xr[sb + ii] + dmj) / dj)))
+    if five:
+        qh = ob + 16
+        qs = ob + 48
+        for l in range(32):
+            o[qh + l] = 0
+        for c in range(4):
+            for l in range(32):
+                l1 = L[64 * c + l]
+                l2 = L[64 * c + 32 + l]
+                if l1 > 15:
+                    l1 -= 16
+                    o[qh + l] |= 1 << (2 * c)
+                if l2 > 15:
+                    l2 -= 16
+                    o[qh + l] |= 1 << (2 * c + 1)
+                o[qs + 32 * c + l] = l1 | (l2 << 4)
+    else:
+        qs = ob + 16
+        for c in range(4):
+            for l in range(32):
+                o[qs + 32 * c + l] = L[64 * c + l] | (L[64 * c + 32 + l] << 4)
+    return ok_d and ok_m
+
+
+# ---------------------------------------------------------------------------------------
+# Q6_K (§3.5, §3.7)
+
+
+@jit_exact
+def _make_qx_quants16(xr, base, L, lb):
+    """make_qx_quants(16, 32, x, L, rmse_type=1, NULL): symmetric fit, L = l + 32; returns scale."""
+    nmax = 32
+    amax = _F0
+    mx = _F0
+    for i in range(16):
+        v = xr[base + i]
+        if abs(v) > amax:
+            amax = abs(v)
+            mx = v
+    if amax < _EPS:
+        for i in range(16):
+            L[lb + i] = 0
+        return _F0
+    iscale = F32(-nmax) / mx
+    sumlx = _F0
+    suml2 = _F0
+    for i in range(16):
+        v = xr[base + i]
+        l = min(nmax - 1, max(-nmax, nearest_int(iscale * v)))
+        L[lb + i] = l + nmax
+        w = v * v
+        sumlx += w * v * F32(l)
+        suml2 += w * F32(l) * F32(l)
+    scale = sumlx / suml2 if suml2 != _F0 else _F0
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        iscale = -(_F32_32 + _F0_1 * F32(step)) / mx
+        sumlx = _F0
+        suml2 = _F0
+        for i in range(16):
+            v = xr[base + i]
+            l = min(nmax - 1, max(-nmax, nearest_int(iscale * v)))
+            w = v * v
+            sumlx += w * v * F32(l)
+            suml2 += w * F32(l) * F32(l)
+        if suml2 > _F0 and sumlx * sumlx > best * suml2:
+            for i in range(16):
+                L[lb + i] = nmax + min(nmax - 1, max(-nmax, nearest_int(iscale * xr[base + i])))
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@jit_exact
+def _block_q6_K(xr, base, o, ob, L, scales):
+    """quantize_row_q6_K_ref (§3.7) for the super-block at xr[base:base+256]."""
+    max_scale = _F0
+    max_abs_scale = _F0
+    for ib in range(16):
+        scale = _make_qx_quants16(xr, base + 16 * ib, L, 16 * ib)
+        scales[ib] = scale
+        if abs(scale) > max_abs_scale:
+            max_abs_scale = abs(scale)
+            max_scale = scale
+    if max_abs_scale < _EPS:
+        for k in range(210):
+            o[ob + k] = 0
+        return True
+    iscale = _FM128 / max_scale
+    d, ok = _fp16_field(o, ob + 208, _F1 / iscale)
+    for ib in range(16):
+        # MIN(127, .) stored into int8_t wraps modulo 256
+        o[ob + 192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
+    for j in range(16):
+        sc = np.int64(o[ob + 192 + j])
+        sc = sc - 256 if sc > 127 else sc
+        dj = d * F32(sc)
+        if dj == _F0:
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = min(31, max(-32, nearest_int(xr[base + 16 * j + ii] / dj))) + 32
+    for h in range(2):
+        lo = 128 * h
+        for l in range(32):
+            q1 = L[lo + l]
+            q2 = L[lo + 32 + l]
+            q3 = L[lo + 64 + l]
+            q4 = L[lo + 96 + l]
+            o[ob + 64 * h + l] = (q1 & 0xF) | ((q3 & 0xF) << 4)
+            o[ob + 64 * h + 32 + l] = (q2 & 0xF) | ((q4 & 0xF) << 4)
+            o[ob + 128 + 32 * h + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+    return ok
+
+
+# ---------------------------------------------------------------------------------------
+# Q8_K (§3.8): the activation type; here for completeness and as a second twin
+
+
+@jit_exact
+def _block_q8_K(xr, base, o, ob):
+    amax = _F0
+    mx = _F0
+    for j in range(256):
+        v = xr[base + j]
+        if abs(v) > amax:
+            amax = abs(v)
+            mx = v
+    for k in range(292):
+        o[ob + k] = 0
+    if amax == _F0:
+        return True
+    iscale = _FM127 / mx
+    for g in range(16):
+        s = 0
+        for t in range(16):
+            q = min(127, nearest_int(iscale * xr[base + 16 * g + t]))
+            o[ob + 4 + 16 * g + t] = q & 0xFF
+            s += q
+        _put16(o, ob + 260 + 2 * g, s & 0xFFFF)
+    db = np.int64(F32(_F1 / iscale).view(np.uint32))
+    for k in range(4):
+        o[ob + k] = (db >> (8 * k)) & 0xFF
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# row kernels: prange over rows; status[r] = 0 ok, 1 non-finite input, 2 fp16 scale overflow
+
+
+@jit_exact(parallel=True)
+def _rows_32(x, xu, out, status, kind):
+    """kind: 0 Q8_0, 1 Q4_0, 2 Q5_0, 3 Q4_1, 4 Q5_1."""
+    rows, n = x.shape
+    nbytes = out.shape[1] // (n // 32)
+    for r in prange(rows):
+        if _row_nonfinite(xu[r]):
+            status[r] = _NONFINITE
+            continue
+        xr = x[r]
+        o = out[r]
+        ok = True
+        for ib in range(n // 32):
+            if kind == 0:
+                good = _block_q8_0(xr, 32 * ib, o, nbytes * ib)
+            elif kind <= 2:
+                good = _block_x_0(xr, 32 * ib, o, nbytes * ib, 15 if kind == 1 else 31, kind == 2)
+            else:
+                good = _block_x_1(xr, 32 * ib, o, nbytes * ib, 15 if kind == 3 else 31, kind == 4)
+            ok = ok and good
+        if not ok:
+            status[r] = _OVERFLOW
+
+
+@jit_exact(parallel=True)
+def _rows_k(x, xu, out, status, kind):
+    """kind: 0 Q4_K, 1 Q5_K, 2 Q6_K, 3 Q8_K."""
+    rows, n = x.shape
+    nb = n // 256
+    nbytes = out.shape[1] // nb
+    for r in prange(rows):
+        if _row_nonfinite(xu[r]):
+            status[r] = _NONFINITE
+            continue
+        # per-row scratch, reused by every super-block of the row
+        L = np.empty(256, np.int64)
+        laux = np.empty(32, np.int64)
+        w = np.empty(32, np.float32)
+        scales = np.empty(16, np.float32)
+        mins = np.empty(8, np.float32)
+        xr = x[r]
+        o = out[r]
+        ok = True
+        for ib in range(nb):
+            if kind <= 1:
+                good = _block_k4_k5(xr, 256 * ib, o, nbytes * ib, kind == 1, L, laux, w, scales, mins)
+            elif kind == 2:
+                good = _block_q6_K(xr, 256 * ib, o, nbytes * ib, L, scales)
+            else:
+                good = _block_q8_K(xr, 256 * ib, o, nbytes * ib)
+            ok = ok and good
+        if not ok:
+            status[r] = _OVERFLOW
+
+
+@jit_exact(parallel=True)
+def _rows_float(x, xu, out16, status, bf16):
+    """F16 / BF16 conversion; F16 values beyond 65504 become Inf, which ggml's validation rejects."""
+    rows, n = x.shape
+    for r in prange(rows):
+        if _row_nonfinite(xu[r]):
+            status[r] = _NONFINITE
+            continue
+        ok = True
+        for i in range(n):
+            if bf16:
+                out16[r, i] = fp32_to_bf16_bits(x[r, i])
+            else:
+                h = fp32_to_fp16_bits(x[r, i])
+                out16[r, i] = h
+                ok = ok and (h & 0x7C00) != 0x7C00
+        if not ok:
+            status[r] = _OVERFLOW
+
+
+_KIND_32 = {GGMLType.Q8_0: 0, GGMLType.Q4_0: 1, GGMLType.Q5_0: 2, GGMLType.Q4_1: 3, GGMLType.Q5_1: 4}
+_KIND_K = {GGMLType.Q4_K: 0, GGMLType.Q5_K: 1, GGMLType.Q6_K: 2, GGMLType.Q8_K: 3}
+
+
+def quantize(x: np.ndarray, type: GGMLType, threads: int | None = None) -> np.ndarray:
+    """float32 rows (rows, n) -> `type` blocks, uint8 (rows, row_nbytes), byte-identical to llama-quantize.
+
+    Raises QuantizationError naming the row for NaN/Inf input or an fp16 scale that overflows
+    (callers add the tensor name). `threads` sets the Numba thread count for this call.
+    """
+    type = GGMLType(type)
+    if type not in QUANTIZE_TYPES:
+        names = ", ".join(t.name for t in QUANTIZE_TYPES)
+        raise QuantizationError(f"cannot quantize to type {type.name}; supported: {names}")
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise QuantizationError(f"quantize takes a 2-D float32 array of rows, got shape {x.shape}")
+    rows, n = x.shape
+    blck = BLOCK_SIZES[type][0]
+    if n % blck:
+        raise QuantizationError(f"row length {n} is not a multiple of the {type.name} block size {blck}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty((rows, row_nbytes(type, n)), np.uint8)
+    status = np.zeros(rows, np.int8)
+    if rows == 0 or n == 0:
+        return out
+    xu = x.view(np.uint32)
+    old = get_threads()
+    if threads is not None:
+        set_threads(threads)
+    try:
+        if type == GGMLType.F32:
+            _rows_float_check(xu, status)
+            out[:] = x.view(np.uint8)
+        elif type in (GGMLType.F16, GGMLType.BF16):
+            _rows_float(x, xu, out.view(np.uint16), status, type == GGMLType.BF16)
+        elif type in _KIND_32:
+            _rows_32(x, xu, out, status, _KIND_32[type])
+        else:
+            _rows_k(x, xu, out, status, _KIND_K[type])
+    finally:
+        if threads is not None:
+            set_threads(old)
+    if status.any():
+        r = int(np.argmax(status != 0))
+        if status[r] == _NONFINITE:
+            c = int(np.argmax(~np.isfinite(x[r])))
+            raise QuantizationError(
+                f"row {r} holds a non-finite value ({x[r, c]} at column {c}); cannot quantize to {type.name}"
+            )
+        amax = float(np.abs(x[r]).max())
+        raise QuantizationError(
+            f"row {r}: a {type.name} fp16 scale overflows to Inf (largest |value| in the row is {amax:g}); "
+            f"ggml rejects such blocks"
+        )
+    return out
+
+
+@jit_exact(parallel=True)
+def _rows_float_check(xu, status):
+    for r in prange(xu.shape[0]):
+        if _row_nonfinite(xu[r]):
+            status[r] = _NONFINITE
