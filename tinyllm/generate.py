@@ -171,7 +171,7 @@ class Generation:
             if self.max_tokens == 0:
                 yield from self._finish("length", None)
                 return
-            decoder = self.tokenizer.StreamDecoder()
+            decoder = self.tokenizer.stream()
             step_start = time.perf_counter()
             step_compile = 0.0
             while True:

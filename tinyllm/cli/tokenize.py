@@ -50,8 +50,19 @@ def run(args):
         if args.ids:
             out.write("[" + ", ".join(str(i) for i in ids) + "]\n")
         else:
+            vocab = g.metadata.get("tokenizer.ggml.tokens") or []
             for i in ids:
-                out.write(f"{i:6d} -> '{tok.piece(i)}'\n")
+                out.write(f"{i:6d} -> '{_show(tok, vocab, i)}'\n")
         if args.show_count:
             out.write(f"Total number of tokens: {len(ids)}\n")
     return 0
+
+
+def _show(tok, vocab, i: int) -> str:
+    """The piece as llama-tokenize prints it; a lone byte of a multi-byte character (not
+    printable by itself) is shown as its token text, e.g. <0xF0>."""
+    raw = tok.piece_bytes(i, special=True)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return vocab[i] if i < len(vocab) else raw.decode("utf-8", "replace")
