@@ -516,6 +516,17 @@ def test_forced_type_that_does_not_fit_is_refused(tmp_path):
         quantize_file(src, tmp_path / "o.gguf", "Q8_0", output_tensor_type="q6_k")
 
 
+def test_unreadable_source_type_refused_before_writing(tmp_path):
+    raw = np.random.default_rng(3).integers(0, 256, (8, 84), dtype=np.uint8)  # Q2_K blocks: 84 bytes / 256
+    src = tmp_path / "q2k.gguf"
+    write_gguf(src, {"general.architecture": "llama"}, [("blk.0.attn_q.weight", T.Q2_K, (8, 256), raw)])
+    with pytest.raises(QuantizationError, match=r"blk\.0\.attn_q\.weight is q2_K, which tinyllm cannot read"):
+        quantize_file(src, tmp_path / "o.gguf", "F16")
+    assert _leftovers(tmp_path) == ["q2k.gguf"]
+    quantize_file(src, tmp_path / "o.gguf", "Q4_K_M", tensor_types=["attn_q=q2_k"])  # unchanged: copied
+    assert (tmp_path / "o.gguf").read_bytes()[-8 * 84:] == raw.tobytes()
+
+
 def test_progress_callback_sees_every_tensor(golden, tmp_path):
     events = []
     quantize_file(golden / "quant" / "tiny-f32.gguf", tmp_path / "o.gguf", "Q6_K", progress=events.append)

@@ -152,12 +152,19 @@ def _plan(gf, ftype: FType, opts: QuantOptions, no_fallback: bool) -> QuantPlan:
     hp = ModelHParams.from_metadata(gf.metadata, gf.tensors)
     plan = plan_types(((t.name, t.type, t.shape) for t in gf.tensors.values()), ftype, hp, opts)
     check_fits(plan)
+    from .quants.reference import DEQUANTIZE_TYPES
+
     supported = supported_types()
     for t in plan.tensors:
         if t.converts and t.dst_type not in supported:
             names = ", ".join(type_name(s) for s in supported)
             raise QuantizationError(
                 f"tensor {t.name}: tinyllm cannot write type {type_name(t.dst_type)} (supported: {names})")
+        if t.converts and t.src_type not in DEQUANTIZE_TYPES:
+            names = ", ".join(type_name(s) for s in DEQUANTIZE_TYPES if s != GGMLType.Q8_K)
+            raise QuantizationError(
+                f"tensor {t.name} is {type_name(t.src_type)}, which tinyllm cannot read back to float "
+                f"to convert it (readable: {names})")
     if no_fallback and plan.fallbacks:
         listed = "; ".join(
             f"{t.name} (row length {t.ne[0]}: {type_name(t.fallback_from)} -> {type_name(t.dst_type)})"

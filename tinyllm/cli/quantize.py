@@ -12,7 +12,7 @@ types (any case; bits/weight as measured on Llama-style models):
   Q5_K_S  ~5.5 bpw  Q5_K; Q6_K for output
   Q6_K    ~6.6 bpw  Q6_K everywhere
   Q8_0    ~8.5 bpw  Q8_0 everywhere (nearly lossless)
-  Q5_0, Q4_0        legacy 32-weight blocks
+  Q5_0, Q4_0, Q5_1, Q4_1  legacy 32-weight blocks
   F16, BF16, F32    float copies (dequantizes a quantized input)
 Rows whose length is not a multiple of 256 fall back as llama.cpp does
 (Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0, F16 if not even a multiple of 32); --no-fallback refuses.
