@@ -37,7 +37,10 @@ class FakeTokenizer:
     def decode(self, ids):
         return "".join(self.tokens[i] for i in ids if i >= len(SPECIALS))
 
-    def StreamDecoder(self):
+    def token_to_id(self, text):
+        return self.ids.get(text)
+
+    def stream(self):
         tok = self
 
         class D:

@@ -181,20 +181,20 @@ class ChatSession:
     last: Reply | None = None
 
     def __post_init__(self):
-        self.tokenizer = self.model.tokenizer
-        vocab = self.model.gguf.metadata.get("tokenizer.ggml.tokens") or []
-        self._vocab_ids = None
-        self._vocab = vocab
-        bos = self.tokenizer.bos_id
-        if self.template.name == "jinja" and not self.template.bos_token and bos is not None and bos < len(vocab):
-            self.template.bos_token = vocab[bos]
-        eos = self.tokenizer.eos_id
-        if self.template.name == "jinja" and not self.template.eos_token and eos is not None and eos < len(vocab):
-            self.template.eos_token = vocab[eos]
-        self.stop_ids = frozenset(self.tokenizer.eog_ids) | {
-            i for i in (self.token_id(t) for t in self.template.stop_texts) if i is not None
+        self.tokenizer = tok = self.model.tokenizer
+        t = self.template
+        if t.name == "jinja":
+            # Jinja templates write {{ bos_token }} themselves; render() strips it again.
+            t.bos_token = t.bos_token or self._text(tok.bos_id)
+            t.eos_token = t.eos_token or self._text(tok.eos_id)
+        self.stop_ids = frozenset(tok.eog_ids) | {
+            i for i in (tok.token_to_id(s) for s in t.stop_texts) if i is not None
         }
         self.cached = list(self.cached)[: self.model.kv.n_past]
+
+    def _text(self, token_id) -> str:
+        tokens = self.tokenizer.tokens
+        return tokens[token_id] if token_id is not None and 0 <= token_id < len(tokens) else ""
 
     # ---- queries ----
     @property
@@ -204,12 +204,6 @@ class ChatSession:
     @property
     def n_past(self) -> int:
         return int(self.model.kv.n_past)
-
-    def token_id(self, text: str) -> int | None:
-        """The id of the vocabulary entry spelled exactly `text`, or None."""
-        if self._vocab_ids is None:
-            self._vocab_ids = {t: i for i, t in enumerate(self._vocab)}
-        return self._vocab_ids.get(text)
 
     def conversation(self, messages: list[dict] | None = None) -> list[dict]:
         msgs = self.messages if messages is None else messages
