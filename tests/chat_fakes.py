@@ -60,10 +60,13 @@ class FakeKV:
         self.n_ctx, self.n_past = n_ctx, 0
 
     def usage(self):
-        from tinyllm.model.kv_cache import KVUsage
+        from types import SimpleNamespace
 
-        # 1 KiB per cell, one group
-        return KVUsage(self.n_past, self.n_ctx, self.n_past / 1024, self.n_ctx / 1024)
+        # 1 KiB per cell, one group (the fields of tinyllm.model KVCache.usage())
+        return SimpleNamespace(
+            tokens_used=self.n_past, n_ctx=self.n_ctx, mib_used=self.n_past / 1024, mib_allocated=self.n_ctx / 1024,
+            groups=[],
+        )
 
 
 class FakeModel:
