@@ -1,0 +1,129 @@
+"""The forward pass per architecture, written to read like spec/architectures.md §2.
+
+Shapes: T tokens in the ubatch, D = n_embd, H / Hkv heads, d = head_dim, F = n_ff.
+Buffers come from a Scratch sized for T (the decode one, T = 1, is made once at load);
+matmul writes into them, so the decode path allocates almost nothing.
+"""
+import math
+
+import numpy as np
+
+from ..quants.matmul import get_rows, matmul
+from . import ops
+
+
+class Scratch:
+    """Activation buffers of one ubatch of T tokens."""
+
+    def __init__(self, cfg, T: int):
+        D, F, H, Hkv, d = cfg.n_embd, cfg.n_ff, cfg.n_head, cfg.n_head_kv, cfg.head_dim
+        f32 = np.float32
+        self.T = T
+        self.x = np.empty((T, D), f32)  # residual stream
+        self.h = np.empty((T, D), f32)  # normed input of attention / FFN
+        self.q = np.empty((T, H * d), f32)
+        self.k = np.empty((T, Hkv * d), f32)
+        self.v = np.empty((T, Hkv * d), f32)
+        self.o = np.empty((T, H * d), f32)  # attention output, heads concatenated
+        self.a = np.empty((T, D), f32)  # attn_output / ffn_down result
+        self.gate = np.empty((T, F), f32)
+        self.up = np.empty((T, F), f32)
+        half = cfg.n_rot // 2
+        self.cos = np.empty((T, half), f32)
+        self.sin = np.empty((T, half), f32)
+        self.cos_swa = np.empty((T, half), f32)
+        self.sin_swa = np.empty((T, half), f32)
+
+
+def forward_layers(m, buf: Scratch, pos0: int):
+    """Run every block on buf.x (T, D) for the tokens at positions pos0..pos0+T-1,
+    writing their K/V into the cache."""
+    cfg = m.config
+    ops.rope_table(buf.cos, buf.sin, pos0, cfg.rope_base, cfg.rope_scale, m.rope_factors)
+    if cfg.n_swa:
+        # sliding layers: their own base (default 10000) and no scaling (§2.4)
+        ops.rope_table(buf.cos_swa, buf.sin_swa, pos0, cfg.rope_base_swa, 1.0, m.rope_factors)
+    layer = gemma3_layer if cfg.arch == "gemma3" else llama_layer
+    for lw in m.weights.blk:
+        layer(m, lw, buf, pos0)
+
+
+def llama_layer(m, lw, buf: Scratch, pos0: int):
+    """LLaMA (§2.1) and Qwen2 (§2.3: q/k/v biases, NEOX RoPE) block."""
+    cfg, kv = m.config, m.kv
+    T, H, Hkv, d, eps = buf.T, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.norm_eps
+    x, h = buf.x, buf.h
+    ops.rms_norm(h, x, lw.attn_norm, eps)  # h = RMSNorm(x) * attn_norm       [T, D]
+    q = matmul(lw.attn_q, h, out=buf.q)  # q = h @ Wq.T (+ bq)                [T, H*d]
+    k = matmul(lw.attn_k, h, out=buf.k)  # k = h @ Wk.T (+ bk)                [T, Hkv*d]
+    v = matmul(lw.attn_v, h, out=buf.v)  # v = h @ Wv.T (+ bv)                [T, Hkv*d]
+    if lw.attn_q_bias is not None:
+        q += lw.attn_q_bias
+        k += lw.attn_k_bias
+        v += lw.attn_v_bias
+    q3, k3 = q.reshape(T, H, d), k.reshape(T, Hkv, d)
+    # RoPE on q and k: adjacent pairs for llama, halves for qwen2 (§2.2)
+    ops.head_norm_rope(q3, m.no_norm, False, eps, buf.cos, buf.sin, cfg.rope_neox, 1.0)
+    ops.head_norm_rope(k3, m.no_norm, False, eps, buf.cos, buf.sin, cfg.rope_neox, 1.0)
+    kv.store(lw.il, k3, v.reshape(T, Hkv, d), pos0)  # K/V cells of these positions
+    o3 = buf.o.reshape(T, H, d)
+    kv.attend(lw.il, o3, q3, pos0, cfg.attn_scale)  # softmax(q·Kᵀ/sqrt(d) + mask)·V  [T, H, d]
+    a = matmul(lw.attn_output, buf.o, out=buf.a)  # a = o @ Wo.T            [T, D]
+    if lw.attn_output_bias is not None:
+        a += lw.attn_output_bias
+    x += a  # x = x + a
+    ops.rms_norm(h, x, lw.ffn_norm, eps)  # h = RMSNorm(x) * ffn_norm         [T, D]
+    g = matmul(lw.ffn_gate, h, out=buf.gate)  # [T, F]
+    u = matmul(lw.ffn_up, h, out=buf.up)  # [T, F]
+    ops.swiglu(g, g, u)  # g = silu(g) * u
+    f = matmul(lw.ffn_down, g, out=buf.a)  # f = g @ Wdown.T                  [T, D]
+    x += f  # x = x + f
+
+
+def gemma3_layer(m, lw, buf: Scratch, pos0: int):
+    """Gemma 3 block (§2.4): q/k norms, Q scaled, post norms, GELU-tanh, sliding layers."""
+    cfg, kv = m.config, m.kv
+    T, H, Hkv, d, eps = buf.T, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.norm_eps
+    swa = cfg.swa_layers[lw.il]
+    cos, sin = (buf.cos_swa, buf.sin_swa) if swa else (buf.cos, buf.sin)
+    x, h = buf.x, buf.h
+    ops.rms_norm(h, x, lw.attn_norm, eps)  # 1. h = RMSNorm(x) * attn_norm     [T, D]
+    q = matmul(lw.attn_q, h, out=buf.q)  # 2. q = h @ Wq.T                    [T, H*d]
+    k = matmul(lw.attn_k, h, out=buf.k)  #    k = h @ Wk.T                    [T, Hkv*d]
+    v = matmul(lw.attn_v, h, out=buf.v)  #    v = h @ Wv.T                    [T, Hkv*d]
+    q3, k3 = q.reshape(T, H, d), k.reshape(T, Hkv, d)
+    # 3.-5. per-head RMSNorm * q_norm / k_norm, NEOX RoPE, then q *= f_attention_scale
+    ops.head_norm_rope(q3, lw.attn_q_norm, True, eps, cos, sin, True, cfg.attn_scale)
+    ops.head_norm_rope(k3, lw.attn_k_norm, True, eps, cos, sin, True, 1.0)
+    kv.store(lw.il, k3, v.reshape(T, Hkv, d), pos0)
+    o3 = buf.o.reshape(T, H, d)
+    kv.attend(lw.il, o3, q3, pos0, 1.0)  # 6. attention, kq_scale 1, causal (+ window)  [T, H, d]
+    a = matmul(lw.attn_output, buf.o, out=buf.a)  # 7. a = o @ Wo.T          [T, D]
+    ops.add_rms_norm(x, a, lw.post_attention_norm, eps)  # 7.-8. x += RMSNorm(a) * post_attention_norm
+    ops.rms_norm(h, x, lw.ffn_norm, eps)  # 9. h = RMSNorm(x) * ffn_norm      [T, D]
+    g = matmul(lw.ffn_gate, h, out=buf.gate)  # 10. [T, F]
+    u = matmul(lw.ffn_up, h, out=buf.up)  #         [T, F]
+    ops.geglu(g, g, u, m.gelu_table)  #             g = gelu_tanh(g) * u
+    f = matmul(lw.ffn_down, g, out=buf.a)  #        f = g @ Wdown.T           [T, D]
+    ops.add_rms_norm(x, f, lw.post_ffw_norm, eps)  # 11.-12. x += RMSNorm(f) * post_ffw_norm
+
+
+def output_logits(m, x: np.ndarray) -> np.ndarray:
+    """logits (T, V) = RMSNorm(x) * output_norm @ Wout.T (+ bias), softcapped if configured."""
+    cfg, w = m.config, m.weights
+    h = np.empty_like(x)
+    ops.rms_norm(h, x, w.output_norm, cfg.norm_eps)
+    logits = matmul(w.output, h)
+    if w.output_bias is not None:
+        logits += w.output_bias
+    if cfg.final_logit_softcap:
+        c = np.float32(cfg.final_logit_softcap)
+        logits = c * np.tanh(logits / c)
+    return logits
+
+
+def embed(m, buf: Scratch, tokens: np.ndarray):
+    """buf.x = token_embd[tokens] (· sqrt(D) for Gemma, in float32 as ggml_scale)."""
+    buf.x[:] = get_rows(m.weights.token_embd, tokens)
+    if m.config.embd_scale != 1.0:
+        buf.x *= np.float32(math.sqrt(m.config.n_embd))

@@ -1,0 +1,134 @@
+"""Model: config + quantized weights + KV cache + forward pass of one GGUF file."""
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from . import forward as fw
+from . import ops
+from .config import ModelConfig
+from .kv_cache import KVCache
+from .weights import Weights
+
+
+class Model:
+    """A loaded model. `forward(tokens)` appends tokens at position kv.n_past and returns logits.
+
+    Attributes: config (ModelConfig), gguf (GGUFFile), path, weights (Weights), kv (KVCache),
+    tokenizer (built on first access), compile_seconds (JIT compile / cache-load time of the
+    kernels, measured apart by `warmup()`, which the first forward runs if nobody did).
+    """
+
+    def __init__(self, gguf, config: ModelConfig, n_ctx: int = 4096, kv_type: str = "f16", n_ubatch: int = 512):
+        self.gguf = gguf
+        self.path = Path(gguf.path)
+        self.config = config
+        self.weights = Weights(gguf, config)
+        self.kv = KVCache(config, n_ctx=n_ctx, kv_type=kv_type, n_ubatch=n_ubatch)
+        half = config.n_rot // 2
+        rf = self.weights.rope_freqs if config.arch == "llama" else None
+        self.rope_factors = np.ascontiguousarray(rf, np.float32) if rf is not None else np.ones(half, np.float32)
+        self.no_norm = np.ones(config.head_dim, np.float32)
+        self.gelu_table = ops.gelu_fp16_table() if config.arch == "gemma3" else np.zeros(1, np.float32)
+        self._decode = fw.Scratch(config, 1)
+        self._tokenizer = None
+        self.compile_seconds = None
+
+    # -- convenience ------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from ..tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer.from_gguf(self.gguf)
+        return self._tokenizer
+
+    @property
+    def n_ctx(self) -> int:
+        return self.kv.n_ctx
+
+    @property
+    def n_past(self) -> int:
+        return self.kv.n_past
+
+    def weight_nbytes(self) -> int:
+        """Bytes of weight blocks one decode step reads (every matrix once)."""
+        return sum(m.nbytes for _, m in self.weights.matrices())
+
+    def reset(self):
+        """Forget every cached token."""
+        self.kv.reset()
+
+    def truncate(self, n_past: int):
+        """Keep the first n_past cached positions (see KVCache.truncate for the sliding-window limit)."""
+        self.kv.truncate(n_past)
+
+    def close(self):
+        self.gguf.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        c = self.config
+        return f"Model({self.path.name}: {c.arch}, {c.n_layer} layers, n_embd {c.n_embd}, n_ctx {self.kv.n_ctx}, KV {self.kv.kv_type})"
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def warmup(self) -> float:
+        """Compile (or load from Numba's cache) every kernel the forward pass uses, for decode and
+        prefill, and return the seconds that took. Runs a 2-token prefill and a 1-token decode
+        twice and counts the first run's extra time; the cache is left empty."""
+        if self.compile_seconds is not None:
+            return self.compile_seconds
+        n_past = self.kv.n_past
+        if n_past:
+            raise UsageError("warmup() must run before the first forward (the KV cache is not empty)")
+        runs = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            self._forward(np.zeros(2, np.int32), False)
+            self._forward(np.zeros(1, np.int32), False)
+            runs.append(time.perf_counter() - t0)
+            self.kv.reset()
+        self.compile_seconds = max(0.0, runs[0] - runs[1])
+        return self.compile_seconds
+
+    def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
+        """Run tokens (int ids) at positions kv.n_past.. and cache their K/V.
+
+        Returns float32 logits of the last token (n_vocab,), or of every token (T, n_vocab)
+        with all_logits. Raises ContextFullError when n_past + T > n_ctx (nothing is run)."""
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 1 or tokens.size == 0 or not np.issubdtype(tokens.dtype, np.integer):
+            raise UsageError(f"forward takes a non-empty 1-D array of token ids, got {tokens.dtype} {tokens.shape}")
+        V = self.config.n_vocab
+        bad = (tokens < 0) | (tokens >= V)
+        if bad.any():
+            raise UsageError(f"token id {int(tokens[bad][0])} is out of range for a vocabulary of {V} tokens")
+        self.kv.check_room(len(tokens))
+        if self.compile_seconds is None:
+            self.warmup()
+        return self._forward(tokens.astype(np.int32), all_logits)
+
+    def _forward(self, tokens: np.ndarray, all_logits: bool) -> np.ndarray:
+        step = self.kv.max_ubatch
+        outs = []
+        for s in range(0, len(tokens), step):
+            chunk = tokens[s : s + step]
+            T = len(chunk)
+            buf = self._decode if T == 1 else fw.Scratch(self.config, T)
+            pos0 = self.kv.n_past
+            fw.embed(self, buf, chunk)
+            fw.forward_layers(self, buf, pos0)
+            self.kv.n_past = pos0 + T
+            if all_logits:
+                outs.append(fw.output_logits(self, buf.x))
+            elif s + step >= len(tokens):
+                outs.append(fw.output_logits(self, buf.x[T - 1 :])[0])
+        return np.concatenate(outs) if all_logits else outs[0]

@@ -1,0 +1,444 @@
+"""Numba per-token ops of the forward pass (architectures.md §2.0): RMSNorm, RoPE, GELU-tanh as
+ggml's fp16 table, SiLU, fp16/q8_0 conversions of the KV cache, and attention over the cache.
+
+Every kernel takes its outputs first and allocates nothing on the decode path. The helpers a
+kernel calls live in this module too, so Numba's cache sees their edits.
+
+KV cache rows (one cell = one token, heads head-major) come in three storage types, picked by
+the cache array's dtype: float32 (f32), uint16 (f16 bits), uint8 (Q8_0 blocks):
+
+    Q8_0 block, 34 bytes per 32 values:  | d: fp16 (2 B) | qs: int8 x 32 |   value j = d * qs[j]
+"""
+import math
+
+import numpy as np
+from numba import prange, types
+from numba.extending import overload
+
+from ..jit import jit_exact, jit_fast
+
+QK8_0 = 32
+Q8_0_BYTES = 34
+MAX_TASKS = 64  # decode attention: (key chunk, KV head) tasks, each with its own scratch row
+_TWO_112 = np.float32(2.0**112)
+
+
+# -- fp16 <-> fp32 ----------------------------------------------------------------------------
+
+
+@jit_exact
+def _fp32_to_fp16_bits(x):
+    """uint32 bits of a float32 -> fp16 bits, IEEE round-to-nearest-even (as F16C / numpy)."""
+    sign = (x >> 16) & 0x8000
+    a = x & 0x7FFFFFFF
+    if a >= 0x7F800000:  # Inf / NaN
+        return sign | 0x7C00 | (0x200 if a > 0x7F800000 else 0)
+    if a >= 0x477FF000:  # rounds to >= 65520: overflow
+        return sign | 0x7C00
+    if a < 0x38800000:  # fp16 subnormal or zero
+        e = a >> 23
+        shift = 126 - e  # value = mant * 2^(e-150); fp16 unit is 2^-24
+        if shift > 24:
+            return sign
+        mant = (a & 0x7FFFFF) | 0x800000
+        r = mant >> shift
+        rem = mant & ((1 << shift) - 1)
+        half = 1 << (shift - 1)
+        if rem > half or (rem == half and (r & 1)):
+            r += 1
+        return sign | r
+    r = (a - 0x38000000) >> 13
+    rem = a & 0x1FFF
+    if rem > 0x1000 or (rem == 0x1000 and (r & 1)):
+        r += 1  # a carry into the exponent is the correct rounding
+    return sign | r
+
+
+@jit_exact
+def _fp16_to_fp32(h):
+    """fp16 bits -> float32 value, exact (scalar path; rows use _f16_row_to_f32)."""
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0:
+        v = math.ldexp(float(m), -24)
+    elif e == 31:
+        v = math.inf if m == 0 else math.nan
+    else:
+        v = math.ldexp(float(m + 1024), e - 25)
+    return np.float32(-v if h & 0x8000 else v)
+
+
+@jit_exact
+def _f32_row_to_f16(dst, src):
+    """dst uint16 (n,) <- fp16 bits of float32 src (n,)."""
+    bits = src.view(np.uint32)
+    for j in range(src.shape[0]):
+        dst[j] = _fp32_to_fp16_bits(bits[j])
+
+
+@jit_fast
+def _f16_row_to_f32(dst, src):
+    """dst float32 (n,) <- fp16 bits src (n,), for finite values (the cache never stores Inf).
+
+    Shifting the 15 exponent+mantissa bits into float32 position and multiplying by 2^112
+    re-biases the exponent and normalizes subnormals in one vectorizable step."""
+    n = src.shape[0]
+    dbits = dst.view(np.uint32)
+    for j in range(n):
+        dbits[j] = np.uint32(src[j] & 0x7FFF) << 13
+    for j in range(n):
+        dst[j] = dst[j] * _TWO_112
+    for j in range(n):
+        dbits[j] |= np.uint32(src[j] & 0x8000) << 16
+
+
+@jit_fast
+def _q8_0_row_to_f32(dst, src):
+    """dst float32 (n,) <- Q8_0 blocks src uint8 (n/32*34,)."""
+    nb = dst.shape[0] // QK8_0
+    for b in range(nb):
+        o = b * Q8_0_BYTES
+        d = _fp16_to_fp32(np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8))
+        for j in range(QK8_0):
+            q = (np.int32(src[o + 2 + j]) ^ 0x80) - 0x80  # uint8 byte -> int8 value
+            dst[b * QK8_0 + j] = d * np.float32(q)
+
+
+def load_row(dst, src):
+    """dst float32 (d,) <- one cached K or V row in its storage type (compile-time dispatch)."""
+    raise NotImplementedError
+
+
+@overload(load_row, jit_options={"fastmath": {"contract", "reassoc", "nsz", "arcp", "afn"}})
+def _load_row_impl(dst, src):
+    if src.dtype == types.float32:
+
+        def impl(dst, src):
+            for j in range(dst.shape[0]):
+                dst[j] = src[j]
+
+        return impl
+    if src.dtype == types.uint16:
+        return lambda dst, src: _f16_row_to_f32(dst, src)
+    if src.dtype == types.uint8:
+        return lambda dst, src: _q8_0_row_to_f32(dst, src)
+    return None
+
+
+# -- norms, activations, RoPE -------------------------------------------------------------------
+
+
+@jit_fast
+def rms_norm(out, x, w, eps):
+    """out (T, n) = x / sqrt(mean(x²) + eps) * w; the sum of squares in float64 as ggml."""
+    T, n = x.shape
+    for t in range(T):
+        s = 0.0
+        for j in range(n):
+            v = x[t, j]
+            s += np.float64(v * v)
+        scale = np.float32(1.0) / np.sqrt(np.float32(s / n) + np.float32(eps))
+        for j in range(n):
+            out[t, j] = (x[t, j] * scale) * w[j]
+
+
+@jit_fast
+def add_rms_norm(x, a, w, eps):
+    """x (T, n) += rms_norm(a) * w: Gemma's post-attention / post-FFN norm and residual add."""
+    T, n = x.shape
+    for t in range(T):
+        s = 0.0
+        for j in range(n):
+            v = a[t, j]
+            s += np.float64(v * v)
+        scale = np.float32(1.0) / np.sqrt(np.float32(s / n) + np.float32(eps))
+        for j in range(n):
+            x[t, j] += (a[t, j] * scale) * w[j]
+
+
+def gelu_fp16_table() -> np.ndarray:
+    """float32 (65536,): fp16(gelu(fp16 value of index)), as ggml's ggml_table_gelu_f16 (§2.0)."""
+    f = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    with np.errstate(all="ignore"):
+        # ggml_gelu_f32 in float32: 0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x)))
+        inner = np.float32(0.7978845608028654) * f * (np.float32(1.0) + np.float32(0.044715) * f * f)
+        y = np.float32(0.5) * f * (np.float32(1.0) + np.tanh(inner))
+    return y.astype(np.float16).astype(np.float32)
+
+
+@jit_fast
+def geglu(out, gate, up, table):
+    """out (T, F) = gelu(gate) * up with ggml's fp16 table: x <= -10 -> 0, x >= 10 -> x."""
+    T, F = gate.shape
+    for t in range(T):
+        g = gate[t]
+        bits = g.view(np.uint32)
+        for j in range(F):
+            x = g[j]
+            if x <= -10.0:
+                y = np.float32(0.0)
+            elif x >= 10.0:
+                y = x
+            else:
+                y = table[_fp32_to_fp16_bits(bits[j])]
+            out[t, j] = y * up[t, j]
+
+
+@jit_fast
+def swiglu(out, gate, up):
+    """out (T, F) = silu(gate) * up, silu(x) = x / (1 + exp(-x))."""
+    T, F = gate.shape
+    for t in range(T):
+        for j in range(F):
+            x = gate[t, j]
+            out[t, j] = (x / (np.float32(1.0) + np.exp(-x))) * up[t, j]
+
+
+@jit_exact
+def rope_table(cos, sin, pos0, base, freq_scale, factors):
+    """cos/sin (T, n_rot/2) for positions pos0..pos0+T-1, built as ggml_rope_cache_init does:
+    theta starts at the position and is multiplied by base^(-2/n_rot) in float32 per pair;
+    `factors` (n_rot/2,) divides theta (Llama 3 rope_freqs; pass ones when absent)."""
+    T, half = cos.shape
+    theta_scale = np.float32(base) ** np.float32(-1.0 / half)
+    for t in range(T):
+        theta = np.float32(pos0 + t)
+        for i in range(half):
+            th = np.float32(freq_scale) * (theta / factors[i])
+            cos[t, i] = np.cos(th)
+            sin[t, i] = np.sin(th)
+            theta = theta * theta_scale
+
+
+@jit_fast
+def head_norm_rope(x, w, use_norm, eps, cos, sin, neox, scale):
+    """In place on x (T, n_head, d): optional RMSNorm over each head times w (Gemma's q/k norm),
+    then RoPE on the first n_rot = 2·cos.shape[1] dims, then x *= scale.
+    neox rotates (x[i], x[i + n_rot/2]); otherwise adjacent pairs (x[2i], x[2i+1]) (§2.2)."""
+    T, nh, d = x.shape
+    half = cos.shape[1]
+    for t in range(T):
+        for h in range(nh):
+            r = x[t, h]
+            if use_norm:
+                s = 0.0
+                for j in range(d):
+                    s += np.float64(r[j] * r[j])
+                sc = np.float32(1.0) / np.sqrt(np.float32(s / d) + np.float32(eps))
+                for j in range(d):
+                    r[j] = (r[j] * sc) * w[j]
+            for i in range(half):
+                c = cos[t, i]
+                s_ = sin[t, i]
+                if neox:
+                    a = r[i]
+                    b = r[i + half]
+                    r[i] = a * c - b * s_
+                    r[i + half] = a * s_ + b * c
+                else:
+                    a = r[2 * i]
+                    b = r[2 * i + 1]
+                    r[2 * i] = a * c - b * s_
+                    r[2 * i + 1] = a * s_ + b * c
+            if scale != 1.0:
+                for j in range(d):
+                    r[j] *= scale
+
+
+# -- KV cache writes ------------------------------------------------------------------------------
+
+
+@jit_fast
+def store_f32(cache, x, pos0):
+    """cache (n_cells, Hkv, d) float32 <- x (T, Hkv, d) at cells (pos0 + t) % n_cells."""
+    n_cells = cache.shape[0]
+    for t in range(x.shape[0]):
+        c = (pos0 + t) % n_cells
+        for g in range(x.shape[1]):
+            for j in range(x.shape[2]):
+                cache[c, g, j] = x[t, g, j]
+
+
+@jit_exact
+def store_f16(cache, x, pos0):
+    """cache (n_cells, Hkv, d) uint16 fp16 bits <- x (T, Hkv, d), rounded to nearest even."""
+    n_cells = cache.shape[0]
+    for t in range(x.shape[0]):
+        c = (pos0 + t) % n_cells
+        for g in range(x.shape[1]):
+            _f32_row_to_f16(cache[c, g], x[t, g])
+
+
+@jit_exact
+def store_q8_0(cache, qs, d, pos0):
+    """cache (n_cells, Hkv, d/32*34) uint8 <- Q8_0 blocks built from the activation quantizer's
+    split output: qs int8 (T, Hkv*d) and d float32 (T, Hkv*d/32), the fp16-rounded scales."""
+    n_cells = cache.shape[0]
+    T = qs.shape[0]
+    Hkv = cache.shape[1]
+    nb = cache.shape[2] // Q8_0_BYTES
+    dbits = d.view(np.uint32)
+    for t in range(T):
+        c = (pos0 + t) % n_cells
+        for g in range(Hkv):
+            row = cache[c, g]
+            for b in range(nb):
+                h = _fp32_to_fp16_bits(dbits[t, g * nb + b])
+                o = b * Q8_0_BYTES
+                row[o] = np.uint8(h & 0xFF)
+                row[o + 1] = np.uint8(h >> 8)
+                base = (g * nb + b) * QK8_0
+                for j in range(QK8_0):
+                    row[o + 2 + j] = np.uint8(np.int32(qs[t, base + j]) & 0xFF)
+
+
+# -- attention over the cache ---------------------------------------------------------------------
+
+
+@jit_fast(parallel=True)
+def attn_decode(out, q, kc, vc, pos, window, kq_scale, scores, part_o, part_ml, kbuf, n_threads):
+    """One query per head against the cached keys (flash-decoding: chunks of keys in parallel,
+    each with its own softmax max and sum, merged at the end).
+
+    out (H, d); q (H, d); kc, vc (n_cells, Hkv, row) in any storage type; the query sits at
+    position `pos`, key p lives in cell p % n_cells; it sees keys max(0, pos-window+1)..pos
+    (window 0 = all). Head h uses KV head h // (H/Hkv). n_threads bounds the number of
+    chunks (numba.get_num_threads() inside a kernel would defeat its cache). Scratch: scores (H, >= n_keys),
+    part_o (MAX_TASKS, H/Hkv, d), part_ml (MAX_TASKS, H/Hkv, 2), kbuf (MAX_TASKS, d).
+    """
+    H, d = q.shape
+    n_cells, Hkv = kc.shape[0], kc.shape[1]
+    group = H // Hkv
+    ks = np.float32(kq_scale)
+    lo = 0 if window == 0 else max(0, pos - window + 1)
+    n = pos - lo + 1
+    max_chunks = max(1, part_o.shape[0] // Hkv)
+    n_chunk = min(max_chunks, max(1, n // 32), 4 * n_threads)
+    per = (n + n_chunk - 1) // n_chunk
+    n_chunk = (n + per - 1) // per
+    for task in prange(n_chunk * Hkv):
+        c = task // Hkv
+        g = task % Hkv
+        i0 = c * per
+        i1 = min(n, i0 + per)
+        kb = kbuf[task]
+        for i in range(i0, i1):
+            load_row(kb, kc[(lo + i) % n_cells, g])
+            for hh in range(group):
+                qh = q[g * group + hh]
+                s = np.float32(0.0)
+                for j in range(d):
+                    s += qh[j] * kb[j]
+                scores[g * group + hh, i] = s * ks
+        for hh in range(group):
+            sh = scores[g * group + hh]
+            m = np.float32(-np.inf)
+            for i in range(i0, i1):
+                m = max(m, sh[i])
+            total = np.float32(0.0)
+            for i in range(i0, i1):
+                e = np.exp(sh[i] - m)
+                sh[i] = e
+                total += e
+            part_ml[task, hh, 0] = m
+            part_ml[task, hh, 1] = total
+            po = part_o[task, hh]
+            for j in range(d):
+                po[j] = 0.0
+        for i in range(i0, i1):
+            load_row(kb, vc[(lo + i) % n_cells, g])
+            for hh in range(group):
+                e = scores[g * group + hh, i]
+                po = part_o[task, hh]
+                for j in range(d):
+                    po[j] += e * kb[j]
+    for g in range(Hkv):
+        for hh in range(group):
+            m = np.float32(-np.inf)
+            for c in range(n_chunk):
+                m = max(m, part_ml[c * Hkv + g, hh, 0])
+            o = out[g * group + hh]
+            for j in range(d):
+                o[j] = 0.0
+            total = np.float32(0.0)
+            for c in range(n_chunk):
+                f = np.exp(part_ml[c * Hkv + g, hh, 0] - m)
+                total += f * part_ml[c * Hkv + g, hh, 1]
+                po = part_o[c * Hkv + g, hh]
+                for j in range(d):
+                    o[j] += f * po[j]
+            inv = np.float32(1.0) / total
+            for j in range(d):
+                o[j] *= inv
+
+
+@jit_fast(parallel=True)
+def attn_prefill(out, q, kc, vc, pos0, window, kq_scale):
+    """T queries at positions pos0..pos0+T-1 (already written into the cache) against the cache,
+    causal (+ sliding window), in blocks of 16 queries so each K/V row is loaded once per block.
+
+    out, q (T, H, d); kc, vc (n_cells, Hkv, row). Parallel over (query block, KV head).
+    """
+    T, H, d = q.shape
+    n_cells, Hkv = kc.shape[0], kc.shape[1]
+    group = H // Hkv
+    ks = np.float32(kq_scale)
+    QB = 16
+    n_qb = (T + QB - 1) // QB
+    for task in prange(n_qb * Hkv):
+        b = task // Hkv
+        g = task % Hkv
+        t0 = b * QB
+        t1 = min(T, t0 + QB)
+        nq = t1 - t0
+        p_first = pos0 + t0
+        p_last = pos0 + t1 - 1
+        lo = 0 if window == 0 else max(0, p_first - window + 1)
+        nk = p_last - lo + 1
+        s = np.empty((group, nq, nk), np.float32)
+        row = np.empty(d, np.float32)
+        for i in range(nk):
+            p = lo + i
+            load_row(row, kc[p % n_cells, g])
+            for tq in range(nq):
+                pq = p_first + tq
+                visible = p <= pq and (window == 0 or pq - p < window)
+                for hh in range(group):
+                    if visible:
+                        qh = q[t0 + tq, g * group + hh]
+                        acc = np.float32(0.0)
+                        for j in range(d):
+                            acc += qh[j] * row[j]
+                        s[hh, tq, i] = acc * ks
+                    else:
+                        s[hh, tq, i] = -np.inf
+        for hh in range(group):
+            for tq in range(nq):
+                sr = s[hh, tq]
+                m = np.float32(-np.inf)
+                for i in range(nk):
+                    m = max(m, sr[i])
+                total = np.float32(0.0)
+                for i in range(nk):
+                    e = np.exp(sr[i] - m)
+                    sr[i] = e
+                    total += e
+                inv = np.float32(1.0) / total
+                for i in range(nk):
+                    sr[i] *= inv
+                o = out[t0 + tq, g * group + hh]
+                for j in range(d):
+                    o[j] = 0.0
+        for i in range(nk):
+            p = lo + i
+            load_row(row, vc[p % n_cells, g])
+            for tq in range(nq):
+                if p > p_first + tq:
+                    continue
+                for hh in range(group):
+                    e = s[hh, tq, i]
+                    if e == 0.0:
+                        continue
+                    o = out[t0 + tq, g * group + hh]
+                    for j in range(d):
+                        o[j] += e * row[j]
