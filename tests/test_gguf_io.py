@@ -109,6 +109,8 @@ def test_views_are_zero_copy_memmaps(small):
     want = np.array(arr)
     f.close()
     assert np.array_equal(arr, want)  # views handed out stay valid after close
+    with pytest.raises(GGUFError, match=r"small.gguf: file is closed"):
+        f.tensors["a.weight"].data
 
 
 def test_written_file_matches_gguf_py_reader(small):

@@ -269,6 +269,7 @@ class GGUFFile:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._map: np.memmap | None = None
+        self._closed = False
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -398,7 +399,7 @@ class GGUFFile:
 
     def _data_map(self) -> np.memmap:
         if self._map is None:
-            if getattr(self, "_closed", False):
+            if self._closed:
                 raise GGUFError(f"{self.path}: file is closed")
             self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
         return self._map
@@ -411,7 +412,8 @@ class GGUFFile:
         return self.metadata.get(key, default)
 
     def close(self):
-        # Views handed out keep their own reference to the map, so they stay valid.
+        # Views handed out keep their own reference to the map, so they stay valid;
+        # new views can no longer be made.
         self._map = None
         self._closed = True
 
