@@ -343,6 +343,8 @@ def test_bad_ids_and_inputs(small_tok):
         small_tok.piece(-1)
     with pytest.raises(UsageError, match=r"encode\(\) takes a str, got bytes"):
         small_tok.encode(b"hello")
+    with pytest.raises(UsageError, match=r"lone surrogate U\+DCFF at index 1"):
+        small_tok.encode("a\udcffb")
 
 
 # -- the real Gemma 3 vocabulary --------------------------------------------------------------

@@ -235,7 +235,19 @@ class Tokenizer:
                 raw.append(frag)
                 prev_special = False
         if raw:
-            pieces = self._sp.encode(raw) if len(raw) > 1 else [self._sp.encode(raw[0])]
+            try:
+                pieces = self._sp.encode(raw) if len(raw) > 1 else [self._sp.encode(raw[0])]
+            except RuntimeError:
+                pieces = None
+            if pieces is None:
+                # sentencepiece only takes valid Unicode; a lone surrogate (e.g. from
+                # errors="surrogateescape") is the only way a str can fail to be
+                bad = next((i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF), None)
+                raise UsageError(
+                    f"cannot tokenize text with a lone surrogate U+{ord(text[bad]):04X} at index {bad} "
+                    f"(not valid Unicode); decode the input with errors='replace'"
+                    if bad is not None else "sentencepiece could not encode the text"
+                )
             merged: list[int] = []
             last = 0
             for pos, ids in zip(where, pieces):
