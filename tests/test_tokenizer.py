@@ -331,6 +331,11 @@ def test_bad_vocabularies(tmp_path, change, match):
     assert str(path) in str(e.value)
 
 
+def test_unknown_token_is_required():
+    with pytest.raises(TokenizerError, match=r"unknown_token_id is required"):
+        Tokenizer(["a", "b"], unk_id=None, bos_id=None, eos_id=None)
+
+
 def test_bad_token_type():
     with pytest.raises(TokenizerError, match=r"token 1 \('b'\) has token type 9"):
         Tokenizer(["a", "b"], types=[1, 9], bos_id=None, eos_id=None)

@@ -104,8 +104,10 @@ class Tokenizer:
         self.add_bos, self.add_eos, self.add_space_prefix = bool(add_bos), bool(add_eos), bool(add_space_prefix)
 
         def check(name, v, optional=True):
-            if v is None or (optional and v < 0):
+            if optional and (v is None or v < 0):
                 return None
+            if v is None:
+                raise TokenizerError(f"{source}: {name} is required (sentencepiece needs an unknown token)")
             if not 0 <= v < n:
                 raise TokenizerError(f"{source}: {name} {v} is out of range (vocabulary has {n} tokens)")
             return int(v)
