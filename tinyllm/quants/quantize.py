@@ -103,14 +103,10 @@ def fp32_to_bf16_bits(f):
 
 @jit_exact
 def _roundf(v):
-    """C roundf: half away from zero. int() truncates and v - trunc(v) is exact."""
-    t = np.int64(v)
-    r = v - F32(t)
-    if r >= _F_HALF:
-        t += 1
-    elif r <= -_F_HALF:
-        t -= 1
-    return t
+    """C roundf: half away from zero, as a float32 (v - trunc(v) is exact; no branches)."""
+    t = np.trunc(v)
+    r = v - t
+    return t + (_F1 if r >= _F_HALF else _F0) - (_F1 if r <= -_F_HALF else _F0)
 
 
 @jit_exact
@@ -141,30 +137,35 @@ def _fp16_field(o, off, f):
 
 
 @jit_exact
-def _block_q8_0(xr, base, o, ob):
+def _block_q8_0(xr, xu, base, o, ob):
     """quantize_row_q8_0_ref (§3.1)."""
-    amax = _F0
+    # max of |x| as an integer max over the bit patterns: same value, and it vectorises
+    abits = 0
     for j in range(32):
-        v = abs(xr[base + j])
-        amax = amax if amax > v else v
+        abits = max(abits, np.int64(xu[base + j] & 0x7FFFFFFF))
+    amax = np.uint32(abits).view(np.float32)
     d = amax / _F127
     id = _F1 / d if d != _F0 else _F0
     _, ok = _fp16_field(o, ob, d)
     for j in range(32):
-        o[ob + 2 + j] = _roundf(xr[base + j] * id) & 0xFF
+        o[ob + 2 + j] = np.int32(_roundf(xr[base + j] * id)) & 0xFF
     return ok
 
 
 @jit_exact
-def _block_x_0(xr, base, o, ob, nmax, five):
+def _block_x_0(xr, xu, base, o, ob, nmax, five):
     """quantize_row_q4_0_ref (nmax 15) / q5_0_ref (nmax 31, five): d = max/-(nmax+1)/2... (§3.2, §3.3)."""
-    amax = _F0
-    mx = _F0
+    # first element of largest |x|, sign kept: the max over the bit patterns vectorises,
+    # then a short search finds where it first occurs
+    abits = 0
     for j in range(32):
-        v = xr[base + j]
-        if amax < abs(v):
-            amax = abs(v)
-            mx = v
+        abits = max(abits, np.int64(xu[base + j] & 0x7FFFFFFF))
+    mx = _F0
+    if abits != 0:
+        for j in range(32):
+            if np.int64(xu[base + j] & 0x7FFFFFFF) == abits:
+                mx = xr[base + j]
+                break
     half = F32((nmax + 1) // 2)
     d = mx / -half
     id = _F1 / d if d != _F0 else _F0
@@ -173,8 +174,8 @@ def _block_x_0(xr, base, o, ob, nmax, five):
     qh = 0
     qs = ob + 6 if five else ob + 2
     for j in range(16):
-        a0 = min(nmax, np.int64(xr[base + j] * id + bias))
-        a1 = min(nmax, np.int64(xr[base + 16 + j] * id + bias))
+        a0 = min(nmax, np.int32(xr[base + j] * id + bias))
+        a1 = min(nmax, np.int32(xr[base + 16 + j] * id + bias))
         o[qs + j] = ((a0 & 0xF) | ((a1 & 0xF) << 4)) & 0xFF
         qh |= ((a0 >> 4) & 1) << j
         qh |= ((a1 >> 4) & 1) << (j + 16)
@@ -285,36 +286,136 @@ def _make_qkx2_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep):
     return scale, -mn
 
 
+# Speed: the trial fits are latency-bound chains of float32 sums when run one sub-block at
+# a time. The sums of *different* sub-blocks are independent, so the fits below run all
+# sub-blocks of a row side by side as SIMD lanes: arrays (32, N) with lane k = sub-block k,
+# loops `for i: for k:` whose inner loop vectorises while each lane keeps ggml's exact
+# left-to-right order. Integer rounding uses rint, equal to nearest_int for |v| < 2^22;
+# a lane whose values could leave that range is redone with the scalar code above.
+
+_LIMIT = F32(2097152.0)  # 2^21
+
+
 @jit_exact
-def _block_k4_k5(xr, base, o, ob, five, L, laux, w, scales, mins):
-    """quantize_row_q4_K_ref / q5_K_ref (§3.6) for the super-block at xr[base:base+256]."""
-    if five:
-        nmax, rmin, nstep = 31, F32(-0.5), 15
-    else:
-        nmax, rmin, nstep = 15, F32(-1.0), 20
+def _lanes_guard(iscale, mn, mx, xmin, flat, bad):
+    """Flag lanes where iscale*(x - mn) may reach 2^21 (or is NaN): extremes bound it (monotone)."""
+    for k in range(iscale.shape[0]):
+        a = abs(iscale[k] * (mx[k] - mn[k]))
+        b = abs(iscale[k] * (xmin[k] - mn[k]))
+        ok = a < _LIMIT and b < _LIMIT
+        bad[k] = bad[k] if ok or flat[k] != _F0 else _F1
+
+
+@jit_exact
+def _qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, Lt, laux, st):
+    """make_qkx2_quants (§3.4) for N sub-blocks at once.
+
+    xt, wt: (32, N) values and weights, lane k = sub-block k. Writes Lt (32, N) (float L),
+    st[0] scale, st[1] the_min (= -min), st[2] 1.0 for lanes the caller must redo exactly.
+    """
+    n, N = xt.shape
+    scale, the_min, bad, flat = st[0], st[1], st[2], st[3]
+    mn, mx, xmin, sum_w, sum_x, best = st[4], st[5], st[6], st[7], st[8], st[9]
+    b_iscale, b_mn, iscale, sum_l, sum_l2, sum_xl = st[10], st[11], st[12], st[13], st[14], st[15]
+    cur, this_scale, this_min, dd = st[16], st[17], st[18], st[19]
+    fnmax = F32(nmax)
+    for k in range(N):
+        v = xt[0, k]
+        mn[k] = v
+        mx[k] = v
+        sum_w[k] = wt[0, k]
+        sum_x[k] = wt[0, k] * v
+    for i in range(1, n):
+        for k in range(N):
+            v = xt[i, k]
+            w = wt[i, k]
+            mn[k] = v if v < mn[k] else mn[k]
+            mx[k] = v if v > mx[k] else mx[k]
+            sum_w[k] = sum_w[k] + w
+            sum_x[k] = sum_x[k] + w * v
+    for k in range(N):
+        bad[k] = _F0
+        xmin[k] = mn[k]
+        mn[k] = _F0 if mn[k] > _F0 else mn[k]
+        flat[k] = _F1 if mx[k] == mn[k] else _F0
+        rng = mx[k] - mn[k] if flat[k] == _F0 else _F1  # flat lanes are settled at the end
+        iscale[k] = fnmax / rng
+        scale[k] = _F1 / iscale[k]
+        best[k] = _F0
+        b_iscale[k] = iscale[k]
+        b_mn[k] = mn[k]
+    _lanes_guard(iscale, mn, mx, xmin, flat, bad)
+    for i in range(n):
+        for k in range(N):
+            v = xt[i, k]
+            l = min(fnmax, max(_F0, np.rint(iscale[k] * (v - mn[k]))))
+            diff = scale[k] * l + mn[k] - v
+            best[k] = best[k] + wt[i, k] * (diff * diff)
+    for step in range(nstep + 1):
+        top = rmin + rdelta * F32(step) + fnmax
+        for k in range(N):
+            rng = mx[k] - mn[k] if flat[k] == _F0 else _F1
+            iscale[k] = top / rng
+            sum_l[k] = _F0
+            sum_l2[k] = _F0
+            sum_xl[k] = _F0
+            cur[k] = _F0
+        _lanes_guard(iscale, mn, mx, xmin, flat, bad)
+        for i in range(n):
+            for k in range(N):
+                v = xt[i, k]
+                l = min(fnmax, max(_F0, np.rint(iscale[k] * (v - mn[k]))))
+                laux[i, k] = l
+                wl = wt[i, k] * l
+                sum_l[k] = sum_l[k] + wl
+                sum_l2[k] = sum_l2[k] + wl * l
+                sum_xl[k] = sum_xl[k] + wl * v
+        for k in range(N):
+            D = sum_w[k] * sum_l2[k] - sum_l[k] * sum_l[k]
+            ts = (sum_w[k] * sum_xl[k] - sum_x[k] * sum_l[k]) / D
+            tm = (sum_l2[k] * sum_x[k] - sum_l[k] * sum_xl[k]) / D
+            clamp = tm > _F0
+            this_min[k] = _F0 if clamp else tm
+            this_scale[k] = sum_xl[k] / sum_l2[k] if clamp else ts
+            dd[k] = D
+        for i in range(n):
+            for k in range(N):
+                diff = this_scale[k] * laux[i, k] + this_min[k] - xt[i, k]
+                cur[k] = cur[k] + wt[i, k] * (diff * diff)
+        for k in range(N):
+            if dd[k] > _F0 and cur[k] < best[k] and flat[k] == _F0:
+                best[k] = cur[k]
+                scale[k] = this_scale[k]
+                b_iscale[k] = iscale[k]
+                b_mn[k] = mn[k]
+                mn[k] = this_min[k]
+    # L of the last accepted trial, recomputed from the iscale and min that produced it
+    for i in range(n):
+        for k in range(N):
+            l = min(fnmax, max(_F0, np.rint(b_iscale[k] * (xt[i, k] - b_mn[k]))))
+            Lt[i, k] = _F0 if flat[k] != _F0 else l
+    for k in range(N):
+        the_min[k] = -mn[k]
+        scale[k] = _F0 if flat[k] != _F0 else scale[k]
+
+
+@jit_exact
+def _finish_k4_k5(xr, base, o, ob, five, nmax, Lt, lane0, scales, mins, L):
+    """quantize_row_q4_K_ref / q5_K_ref (§3.6) steps 2-6 for the super-block at xr[base:base+256],
+    given its 8 sub-block fits in lanes lane0..lane0+7."""
     max_scale = _F0
     max_min = _F0
     for j in range(8):
-        sb = base + 32 * j
-        sum_x2 = _F0
-        for l in range(32):
-            sum_x2 += xr[sb + l] * xr[sb + l]
-        av_x = np.sqrt(sum_x2 / _F32_32)
-        for l in range(32):
-            w[l] = av_x + abs(xr[sb + l])
-        scale, the_min = _make_qkx2_quants(xr, sb, w, L, 32 * j, laux, nmax, rmin, _F0_1, nstep)
-        scales[j] = scale
-        mins[j] = the_min
-        if scale > max_scale:
-            max_scale = scale
-        if the_min > max_min:
-            max_min = the_min
+        if scales[lane0 + j] > max_scale:
+            max_scale = scales[lane0 + j]
+        if mins[lane0 + j] > max_min:
+            max_min = mins[lane0 + j]
     inv_scale = _F63 / max_scale if max_scale > _F0 else _F0
     inv_min = _F63 / max_min if max_min > _F0 else _F0
     for j in range(8):
         # (uint8_t)nearest_int(.) wraps modulo 256 before MIN(63, .)
-        ls = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
-        lm = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
+        ls = min(63, nearest_int(inv_scale * scales[lane0 + j]) & 0xFF)
+        lm = min(63, nearest_int(inv_min * mins[lane0 + j]) & 0xFF)
         if j < 4:
             o[ob + 4 + j] = ls
             o[ob + 8 + j] = lm
@@ -324,7 +425,7 @@ def _block_k4_k5(xr, base, o, ob, five, L, laux, w, scales, mins):
             o[ob + 4 + j] |= (lm >> 4) << 6
     d, ok_d = _fp16_field(o, ob, max_scale / _F63)
     dmin, ok_m = _fp16_field(o, ob + 2, max_min / _F63)
-    # re-quantize against the rounded scales; a sub-block with d_j == 0 keeps its L
+    # re-quantize against the rounded scales; a sub-block with d_j == 0 keeps its fitted L
     for j in range(8):
         if j < 4:
             sc = o[ob + 4 + j] & 63
@@ -333,10 +434,12 @@ def _block_k4_k5(xr, base, o, ob, five, L, laux, w, scales, mins):
             sc = (o[ob + 12 + j - 4] & 0xF) | ((o[ob + 4 + j - 4] >> 6) << 4)
             m = (o[ob + 12 + j - 4] >> 4) | ((o[ob + 4 + j] >> 6) << 4)
         dj = d * F32(sc)
+        sb = base + 32 * j
         if dj == _F0:
+            for ii in range(32):
+                L[32 * j + ii] = np.int64(Lt[ii, lane0 + j])
             continue
         dmj = dmin * F32(m)
-        sb = base + 32 * j
         for ii in range(32):
             L[32 * j + ii] = min(nmax, max(0, nearest_int((xr[sb + ii] + dmj) / dj)))
     if five:
@@ -363,65 +466,144 @@ def _block_k4_k5(xr, base, o, ob, five, L, laux, w, scales, mins):
     return ok_d and ok_m
 
 
+@jit_exact
+def _to_lanes(xr, xt):
+    """Row -> (m, N) lanes: xt[i, k] = xr[m*k + i]."""
+    m, N = xt.shape
+    for k in range(N):
+        for i in range(m):
+            xt[i, k] = xr[m * k + i]
+
+
+@jit_exact(parallel=True)
+def _rows_k4_k5(x, xu, out, status, five):
+    rows, n = x.shape
+    nb = n // 256
+    N = 8 * nb
+    nbytes = out.shape[1] // nb
+    if five:
+        nmax, rmin, nstep = 31, F32(-0.5), 15
+    else:
+        nmax, rmin, nstep = 15, F32(-1.0), 20
+    for r in prange(rows):
+        if _row_nonfinite(xu[r]):
+            status[r] = _NONFINITE
+            continue
+        # per-row scratch, reused by every super-block of the row
+        xt = np.empty((32, N), np.float32)
+        wt = np.empty((32, N), np.float32)
+        Lt = np.empty((32, N), np.float32)
+        laux = np.empty((32, N), np.float32)
+        st = np.empty((20, N), np.float32)
+        L = np.empty(256, np.int64)
+        lone = np.empty(32, np.int64)
+        wone = np.empty(32, np.float32)
+        xr = x[r]
+        o = out[r]
+        _to_lanes(xr, xt)
+        av_x = st[0]
+        for k in range(N):
+            av_x[k] = _F0
+        for i in range(32):
+            for k in range(N):
+                av_x[k] = av_x[k] + xt[i, k] * xt[i, k]
+        for k in range(N):
+            av_x[k] = np.sqrt(av_x[k] / _F32_32)
+        for i in range(32):
+            for k in range(N):
+                wt[i, k] = av_x[k] + abs(xt[i, k])
+        _qkx2_lanes(xt, wt, nmax, rmin, _F0_1, nstep, Lt, laux, st)
+        for k in range(N):
+            if st[2, k] != _F0:  # exact scalar fit for a lane the guard flagged
+                for i in range(32):
+                    wone[i] = wt[i, k]
+                sc, mn = _make_qkx2_quants(xr, 32 * k, wone, lone, 0, L, nmax, rmin, _F0_1, nstep)
+                st[0, k] = sc
+                st[1, k] = mn
+                for i in range(32):
+                    Lt[i, k] = F32(lone[i])
+        ok = True
+        for ib in range(nb):
+            good = _finish_k4_k5(xr, 256 * ib, o, nbytes * ib, five, nmax, Lt, 8 * ib, st[0], st[1], L)
+            ok = ok and good
+        if not ok:
+            status[r] = _OVERFLOW
+
+
 # ---------------------------------------------------------------------------------------
 # Q6_K (§3.5, §3.7)
 
 
 @jit_exact
-def _make_qx_quants16(xr, base, L, lb):
-    """make_qx_quants(16, 32, x, L, rmse_type=1, NULL): symmetric fit, L = l + 32; returns scale."""
-    nmax = 32
-    amax = _F0
-    mx = _F0
-    for i in range(16):
-        v = xr[base + i]
-        if abs(v) > amax:
-            amax = abs(v)
-            mx = v
-    if amax < _EPS:
-        for i in range(16):
-            L[lb + i] = 0
-        return _F0
-    iscale = F32(-nmax) / mx
-    sumlx = _F0
-    suml2 = _F0
-    for i in range(16):
-        v = xr[base + i]
-        l = min(nmax - 1, max(-nmax, nearest_int(iscale * v)))
-        L[lb + i] = l + nmax
-        w = v * v
-        sumlx += w * v * F32(l)
-        suml2 += w * F32(l) * F32(l)
-    scale = sumlx / suml2 if suml2 != _F0 else _F0
-    best = scale * sumlx
-    for step in range(-9, 10):
-        if step == 0:
-            continue
-        iscale = -(_F32_32 + _F0_1 * F32(step)) / mx
-        sumlx = _F0
-        suml2 = _F0
-        for i in range(16):
-            v = xr[base + i]
-            l = min(nmax - 1, max(-nmax, nearest_int(iscale * v)))
+def _qx_sums(xt, iscale, sumlx, suml2):
+    """One trial of make_qx_quants with rmse_type 1: w = x*x, l = clamp(rint(iscale*x), -32, 31)."""
+    n, N = xt.shape
+    for k in range(N):
+        sumlx[k] = _F0
+        suml2[k] = _F0
+    for i in range(n):
+        for k in range(N):
+            v = xt[i, k]
+            l = min(F32(31.0), max(F32(-32.0), np.rint(iscale[k] * v)))
             w = v * v
-            sumlx += w * v * F32(l)
-            suml2 += w * F32(l) * F32(l)
-        if suml2 > _F0 and sumlx * sumlx > best * suml2:
-            for i in range(16):
-                L[lb + i] = nmax + min(nmax - 1, max(-nmax, nearest_int(iscale * xr[base + i])))
-            scale = sumlx / suml2
-            best = scale * sumlx
-    return scale
+            sumlx[k] = sumlx[k] + w * v * l
+            suml2[k] = suml2[k] + w * l * l
 
 
 @jit_exact
-def _block_q6_K(xr, base, o, ob, L, scales):
-    """quantize_row_q6_K_ref (§3.7) for the super-block at xr[base:base+256]."""
+def _qx_lanes(xt, Lt, st):
+    """make_qx_quants(16, 32, x, L, rmse_type=1, NULL) (§3.5) for N sub-blocks of 16 at once.
+
+    xt (16, N), lane k = sub-block k. Writes Lt (16, N) (L = l + 32, or 0 for an all-zero
+    sub-block) and st[0] scale. |iscale*x| <= 32.9 here, so rint equals nearest_int.
+    """
+    n, N = xt.shape
+    scale, amax, mx, iscale, sumlx, suml2, best, b_iscale = st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]
+    for k in range(N):
+        amax[k] = _F0
+        mx[k] = _F0
+    for i in range(n):
+        for k in range(N):
+            v = xt[i, k]
+            take = abs(v) > amax[k]
+            mx[k] = v if take else mx[k]
+            amax[k] = abs(v) if take else amax[k]
+    for k in range(N):
+        mx[k] = mx[k] if amax[k] >= _EPS else _F1  # tiny lanes: L = 0, scale 0 (set below)
+        iscale[k] = F32(-32.0) / mx[k]
+    _qx_sums(xt, iscale, sumlx, suml2)
+    for k in range(N):
+        scale[k] = sumlx[k] / suml2[k] if suml2[k] != _F0 else _F0
+        best[k] = scale[k] * sumlx[k]
+        b_iscale[k] = iscale[k]
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        top = -(_F32_32 + _F0_1 * F32(step))
+        for k in range(N):
+            iscale[k] = top / mx[k]
+        _qx_sums(xt, iscale, sumlx, suml2)
+        for k in range(N):
+            if suml2[k] > _F0 and sumlx[k] * sumlx[k] > best[k] * suml2[k]:
+                b_iscale[k] = iscale[k]
+                scale[k] = sumlx[k] / suml2[k]
+                best[k] = scale[k] * sumlx[k]
+    for i in range(n):
+        for k in range(N):
+            l = min(F32(31.0), max(F32(-32.0), np.rint(b_iscale[k] * xt[i, k])))
+            Lt[i, k] = l + _F32_32 if amax[k] >= _EPS else _F0
+    for k in range(N):
+        scale[k] = scale[k] if amax[k] >= _EPS else _F0
+
+
+@jit_exact
+def _finish_q6_K(xr, base, o, ob, Lt, lane0, scales, L):
+    """quantize_row_q6_K_ref (§3.7) steps 1-6 for the super-block at xr[base:base+256],
+    given its 16 sub-block fits in lanes lane0..lane0+15."""
     max_scale = _F0
     max_abs_scale = _F0
     for ib in range(16):
-        scale = _make_qx_quants16(xr, base + 16 * ib, L, 16 * ib)
-        scales[ib] = scale
+        scale = scales[lane0 + ib]
         if abs(scale) > max_abs_scale:
             max_abs_scale = abs(scale)
             max_scale = scale
@@ -433,12 +615,14 @@ def _block_q6_K(xr, base, o, ob, L, scales):
     d, ok = _fp16_field(o, ob + 208, _F1 / iscale)
     for ib in range(16):
         # MIN(127, .) stored into int8_t wraps modulo 256
-        o[ob + 192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
+        o[ob + 192 + ib] = min(127, nearest_int(iscale * scales[lane0 + ib])) & 0xFF
     for j in range(16):
         sc = np.int64(o[ob + 192 + j])
         sc = sc - 256 if sc > 127 else sc
         dj = d * F32(sc)
         if dj == _F0:
+            for ii in range(16):
+                L[16 * j + ii] = np.int64(Lt[ii, lane0 + j])
             continue
         for ii in range(16):
             L[16 * j + ii] = min(31, max(-32, nearest_int(xr[base + 16 * j + ii] / dj))) + 32
@@ -453,6 +637,31 @@ def _block_q6_K(xr, base, o, ob, L, scales):
             o[ob + 64 * h + 32 + l] = (q2 & 0xF) | ((q4 & 0xF) << 4)
             o[ob + 128 + 32 * h + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
     return ok
+
+
+@jit_exact(parallel=True)
+def _rows_q6_K(x, xu, out, status):
+    rows, n = x.shape
+    nb = n // 256
+    N = 16 * nb
+    for r in prange(rows):
+        if _row_nonfinite(xu[r]):
+            status[r] = _NONFINITE
+            continue
+        xt = np.empty((16, N), np.float32)
+        Lt = np.empty((16, N), np.float32)
+        st = np.empty((8, N), np.float32)
+        L = np.empty(256, np.int64)
+        xr = x[r]
+        o = out[r]
+        _to_lanes(xr, xt)
+        _qx_lanes(xt, Lt, st)
+        ok = True
+        for ib in range(nb):
+            good = _finish_q6_K(xr, 256 * ib, o, 210 * ib, Lt, 16 * ib, st[0], L)
+            ok = ok and good
+        if not ok:
+            status[r] = _OVERFLOW
 
 
 # ---------------------------------------------------------------------------------------
@@ -504,9 +713,9 @@ def _rows_32(x, xu, out, status, kind):
         ok = True
         for ib in range(n // 32):
             if kind == 0:
-                good = _block_q8_0(xr, 32 * ib, o, nbytes * ib)
+                good = _block_q8_0(xr, xu[r], 32 * ib, o, nbytes * ib)
             elif kind <= 2:
-                good = _block_x_0(xr, 32 * ib, o, nbytes * ib, 15 if kind == 1 else 31, kind == 2)
+                good = _block_x_0(xr, xu[r], 32 * ib, o, nbytes * ib, 15 if kind == 1 else 31, kind == 2)
             else:
                 good = _block_x_1(xr, 32 * ib, o, nbytes * ib, 15 if kind == 3 else 31, kind == 4)
             ok = ok and good
@@ -515,34 +724,14 @@ def _rows_32(x, xu, out, status, kind):
 
 
 @jit_exact(parallel=True)
-def _rows_k(x, xu, out, status, kind):
-    """kind: 0 Q4_K, 1 Q5_K, 2 Q6_K, 3 Q8_K."""
+def _rows_q8_K(x, xu, out, status):
     rows, n = x.shape
-    nb = n // 256
-    nbytes = out.shape[1] // nb
     for r in prange(rows):
         if _row_nonfinite(xu[r]):
             status[r] = _NONFINITE
             continue
-        # per-row scratch, reused by every super-block of the row
-        L = np.empty(256, np.int64)
-        laux = np.empty(32, np.int64)
-        w = np.empty(32, np.float32)
-        scales = np.empty(16, np.float32)
-        mins = np.empty(8, np.float32)
-        xr = x[r]
-        o = out[r]
-        ok = True
-        for ib in range(nb):
-            if kind <= 1:
-                good = _block_k4_k5(xr, 256 * ib, o, nbytes * ib, kind == 1, L, laux, w, scales, mins)
-            elif kind == 2:
-                good = _block_q6_K(xr, 256 * ib, o, nbytes * ib, L, scales)
-            else:
-                good = _block_q8_K(xr, 256 * ib, o, nbytes * ib)
-            ok = ok and good
-        if not ok:
-            status[r] = _OVERFLOW
+        for ib in range(n // 256):
+            _block_q8_K(x[r], 256 * ib, out[r], 292 * ib)
 
 
 @jit_exact(parallel=True)
@@ -566,7 +755,6 @@ def _rows_float(x, xu, out16, status, bf16):
 
 
 _KIND_32 = {GGMLType.Q8_0: 0, GGMLType.Q4_0: 1, GGMLType.Q5_0: 2, GGMLType.Q4_1: 3, GGMLType.Q5_1: 4}
-_KIND_K = {GGMLType.Q4_K: 0, GGMLType.Q5_K: 1, GGMLType.Q6_K: 2, GGMLType.Q8_K: 3}
 
 
 def quantize(x: np.ndarray, type: GGMLType, threads: int | None = None) -> np.ndarray:
@@ -605,8 +793,12 @@ def quantize(x: np.ndarray, type: GGMLType, threads: int | None = None) -> np.nd
             _rows_float(x, xu, out.view(np.uint16), status, type == GGMLType.BF16)
         elif type in _KIND_32:
             _rows_32(x, xu, out, status, _KIND_32[type])
+        elif type in (GGMLType.Q4_K, GGMLType.Q5_K):
+            _rows_k4_k5(x, xu, out, status, type == GGMLType.Q5_K)
+        elif type == GGMLType.Q6_K:
+            _rows_q6_K(x, xu, out, status)
         else:
-            _rows_k(x, xu, out, status, _KIND_K[type])
+            _rows_q8_K(x, xu, out, status)
     finally:
         if threads is not None:
             set_threads(old)
