@@ -52,18 +52,18 @@ def run(args):
     prompt = read_prompt(args)
     model = _options.load_model(args)
     err = sys.stderr
-    for line in model.kv.report():
-        print(line, file=err)
     gen = generate(model, prompt, max_tokens=args.max_tokens, params=params, add_bos=False if args.no_bos else None)
     st = gen.stats
-    if not params.greedy:
-        print(f"sampler seed: {gen.sampler.seed}", file=err)
     if st.prompt_tokens + model.kv.n_past > model.kv.n_ctx:
         needed = st.prompt_tokens + max(args.max_tokens, 0)
         raise ContextFullError(
             f"the prompt is {st.prompt_tokens} tokens but the context holds {model.kv.n_ctx} (-c); "
             f"this request needs {needed}: raise it with -c {_round_up(needed)}"
         )
+    for line in model.kv.report():
+        print(line, file=err)
+    if not params.greedy:
+        print(f"sampler seed: {gen.sampler.seed}", file=err)
     out = sys.stdout
     if args.echo:
         out.write(prompt)
