@@ -2,13 +2,14 @@
 
 Each twin takes the same inputs as its kernel: the raw weight blocks (n_out, row_nbytes)
 as uint8 and the activations already quantized by `quantize_q8_K_act` / `quantize_q8_0_act`
-(split into int8 quants and float32 scales, the layout the kernels read). Integer block sums
+(split into int8 quants, float32 scales and int32 block sums, as the kernels read them). Integer block sums
 are computed exactly in int64; the float part is done in float64 from the same float32
 scale products the kernels use, so a kernel and its twin differ only by summation order.
 They are slow and obvious on purpose: the tests compare every kernel against its twin.
 """
 import numpy as np
 
+from . import reference
 from .types import QK8_0, QK_K, GGMLType
 
 # ---------------------------------------------------------------------------------------
@@ -17,68 +18,38 @@ from .types import QK8_0, QK_K, GGMLType
 
 def fp16_round(x: np.ndarray) -> np.ndarray:
     """float32 -> the float32 value of its fp16 rounding (RNE; kquants.md §0.2)."""
-    return np.asarray(x, np.float32).astype(np.float16).astype(np.float32)
+    with np.errstate(over="ignore"):
+        return np.asarray(x, np.float32).astype(np.float16).astype(np.float32)
 
 
 def quantize_q8_K_act(x: np.ndarray):
-    """Q8_K of float32 rows x (T, n), n % 256 == 0 (kquants.md §3.8).
+    """Q8_K of float32 rows x (T, n), n % 256 == 0 (kquants.md §3.8), split for the kernels.
 
+    The bytes come from the quants reference (`reference.quantize_q8_K_ref`).
     Returns qs int8 (T, n), d float32 (T, n/256), bsums int32 (T, n/16).
     """
     x = np.ascontiguousarray(x, np.float32)
     T, n = x.shape
-    xb = x.reshape(T, n // QK_K, QK_K)
-    # argmax keeps the first element of largest |x|, with its sign: ggml's strict `>` loop
-    imax = np.argmax(np.abs(xb), axis=2)
-    vmax = np.take_along_axis(xb, imax[..., None], axis=2)[..., 0]
-    zero = vmax == 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iscale = np.where(zero, np.float32(0), np.float32(-127.0) / np.where(zero, np.float32(1), vmax))
-        iscale = iscale.astype(np.float32)
-        q = np.minimum(np.float32(127), np.rint(iscale[..., None] * xb))
-        d = np.where(zero, np.float32(0), np.float32(1.0) / np.where(zero, np.float32(1), iscale))
-    qs = q.astype(np.int8).reshape(T, n)
-    bsums = qs.reshape(T, n // 16, 16).astype(np.int32).sum(axis=2, dtype=np.int32)
-    return qs, d.astype(np.float32), bsums
+    b = reference.quantize_q8_K_ref(x).reshape(T, n // QK_K, 292)
+    qs = b[:, :, 4:260].reshape(T, n).view(np.int8)
+    d = np.ascontiguousarray(b[:, :, 0:4]).view("<f4")[..., 0].astype(np.float32)
+    bsums = np.ascontiguousarray(b[:, :, 260:292]).view("<i2").reshape(T, n // 16).astype(np.int32)
+    return qs, d, bsums
 
 
 def quantize_q8_0_act(x: np.ndarray):
-    """The CPU backend's activation Q8_0 of float32 rows x (T, n), n % 32 == 0 (kquants.md §3.9, x86).
+    """The CPU backend's activation Q8_0 of float32 rows x (T, n), n % 32 == 0 (kquants.md §3.9,
+    x86: d = fp16(amax/127), quants = rint(x * f32(127/amax))), from `reference.quantize_q8_0_act_ref`.
 
-    d = fp16(amax/127) as stored by ggml; quants = rint(x * f32(127/amax)).
-    Returns qs int8 (T, n), d float32 (T, n/32) holding the fp16-rounded scale.
+    Returns qs int8 (T, n), d float32 (T, n/32) holding the fp16 scale, ys int32 (T, n/32) block sums.
     """
     x = np.ascontiguousarray(x, np.float32)
     T, n = x.shape
-    xb = x.reshape(T, n // QK8_0, QK8_0)
-    amax = np.abs(xb).max(axis=2)
-    d = fp16_round(amax / np.float32(127.0))
-    with np.errstate(divide="ignore"):
-        iscale = np.where(amax > 0, np.float32(127.0) / np.where(amax > 0, amax, np.float32(1)), np.float32(0))
-    q = np.clip(np.rint(iscale.astype(np.float32)[..., None] * xb), -128, 127)
-    return q.astype(np.int8).reshape(T, n), d.astype(np.float32)
-
-
-def pack_q8_K(qs, d, bsums) -> np.ndarray:
-    """The split Q8_K activation arrays as ggml block bytes (T, n/256*292), for comparing with
-    a byte-level reference."""
-    T, n = qs.shape
-    nb = n // QK_K
-    out = np.zeros((T, nb, 292), np.uint8)
-    out[:, :, 0:4] = d.astype("<f4").reshape(T, nb, 1).view(np.uint8)
-    out[:, :, 4:260] = qs.reshape(T, nb, QK_K).view(np.uint8)
-    out[:, :, 260:292] = bsums.astype("<i2").reshape(T, nb, 16).view(np.uint8)
-    return out.reshape(T, nb * 292)
-
-
-def pack_q8_0(qs, d) -> np.ndarray:
-    """The split Q8_0 activation arrays as ggml block bytes (T, n/32*34)."""
-    T, n = qs.shape
-    nb = n // QK8_0
-    out = np.zeros((T, nb, 34), np.uint8)
-    out[:, :, 0:2] = d.astype("<f2").reshape(T, nb, 1).view(np.uint8)
-    out[:, :, 2:34] = qs.reshape(T, nb, QK8_0).view(np.uint8)
-    return out.reshape(T, nb * 34)
+    b = reference.quantize_q8_0_act_ref(x).reshape(T, n // QK8_0, 34)
+    qs = b[:, :, 2:34].reshape(T, n).view(np.int8)
+    d = np.ascontiguousarray(b[:, :, 0:2]).view("<f2")[..., 0].astype(np.float32)
+    ys = qs.reshape(T, n // QK8_0, QK8_0).sum(axis=2, dtype=np.int32)
+    return qs, d, ys
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,7 +135,7 @@ def unpack_q6_K(raw):
 # dot twins: out (T, n_out) float32 = W @ x for the activation rows
 
 
-def dot_q8_0_family(wtype, raw, qs, d):
+def dot_q8_0_family(wtype, raw, qs, d, ys=None):
     """Q8_0 / Q5_0 / Q4_0 weights x Q8_0 activations (kquants.md §4.1-4.3)."""
     unpack = {GGMLType.Q8_0: unpack_q8_0, GGMLType.Q5_0: unpack_q5_0, GGMLType.Q4_0: unpack_q4_0}[wtype]
     wd, wq = unpack(raw)

@@ -18,23 +18,123 @@ K_TYPES = (GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K)
 FLOAT_WEIGHTS = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
 SUPPORTED = Q8_0_FAMILY + K_TYPES + FLOAT_WEIGHTS
 
-# byte offset of the fp16 d (and dmin) inside each block
-_D_OFFSET = {GGMLType.Q8_0: 0, GGMLType.Q5_0: 0, GGMLType.Q4_0: 0, GGMLType.Q4_K: 0, GGMLType.Q5_K: 0, GGMLType.Q6_K: 208}
+def _fp16(b2: np.ndarray) -> np.ndarray:
+    """(..., 2) little-endian fp16 bytes -> float32 (...)."""
+    return np.ascontiguousarray(b2).view("<f2")[..., 0].astype(np.float32)
 
 
-def _block_fp16(raw: np.ndarray, nbytes: int, offset: int) -> np.ndarray:
-    """The fp16 field at `offset` of every block of raw (n_out, nb*nbytes) -> float32 (n_out, nb)."""
-    b = raw.reshape(raw.shape[0], -1, nbytes)[:, :, offset : offset + 2]
-    return np.ascontiguousarray(b).view("<f2")[..., 0].astype(np.float32)
+def _nibble_pairs(nat: np.ndarray) -> np.ndarray:
+    """4-bit values in natural order (rows, n) -> (rows, n/2) bytes q(2p) | q(2p+1) << 4."""
+    return nat[:, 0::2] | (nat[:, 1::2] << 4)
+
+
+def _pack_bits(vals: np.ndarray, bits: int) -> np.ndarray:
+    """Small values (rows, n) of `bits` bits each -> (rows, n*bits/8) bytes, element k of each
+    group in bits k*bits.. (LSB first)."""
+    per = 8 // bits
+    g = vals.reshape(vals.shape[0], -1, per)
+    out = np.zeros(g.shape[:2], np.uint8)
+    for k in range(per):
+        out |= g[:, :, k] << (bits * k)
+    return out
+
+
+def _k4_nibbles(qs: np.ndarray) -> np.ndarray:
+    """Q4_K/Q5_K qs (rows, nb, 128) -> low 4 bits in natural order (rows, nb*256) (kquants.md §1.5)."""
+    c = qs.reshape(qs.shape[0], qs.shape[1], 4, 1, 32)
+    return np.concatenate([c & 15, c >> 4], axis=3).reshape(qs.shape[0], -1)
+
+
+def _k4_scales(q: np.ndarray):
+    """The 12-byte 6-bit packing (rows, nb, 12) -> sc, m uint8 (rows, nb*8) (kquants.md §1.8)."""
+    sc = np.concatenate([q[:, :, 0:4] & 63, (q[:, :, 8:12] & 15) | ((q[:, :, 0:4] >> 6) << 4)], axis=2)
+    m = np.concatenate([q[:, :, 4:8] & 63, (q[:, :, 8:12] >> 4) | ((q[:, :, 4:8] >> 6) << 4)], axis=2)
+    return sc.reshape(q.shape[0], -1), m.reshape(q.shape[0], -1)
+
+
+def _unpack_rows(type: GGMLType, b: np.ndarray) -> dict:
+    """Blocks b (rows, nb, block_bytes) -> the kernel arrays, row-major (rows, ...), before tiling."""
+    rows = b.shape[0]
+    if type == GGMLType.Q8_0:
+        return {"q8": b[:, :, 2:34].reshape(rows, -1).view(np.int8), "d": _fp16(b[:, :, 0:2])}
+    if type == GGMLType.Q4_0:
+        qs = b[:, :, 2:18]
+        nat = np.concatenate([qs & 15, qs >> 4], axis=2).reshape(rows, -1)
+        return {"q4": _nibble_pairs(nat), "d": _fp16(b[:, :, 0:2])}
+    if type == GGMLType.Q5_0:
+        qs = b[:, :, 6:22]
+        nat = np.concatenate([qs & 15, qs >> 4], axis=2).reshape(rows, -1)
+        # qh as a LE u32: byte t holds the 5th bits of elements 8t..8t+7, LSB first: already our layout
+        return {"q4": _nibble_pairs(nat), "qh": b[:, :, 2:6].reshape(rows, -1), "d": _fp16(b[:, :, 0:2])}
+    if type in (GGMLType.Q4_K, GGMLType.Q5_K):
+        qoff = 16 if type == GGMLType.Q4_K else 48
+        sc, mn = _k4_scales(b[:, :, 4:16])
+        a = {"q4": _nibble_pairs(_k4_nibbles(b[:, :, qoff : qoff + 128])), "sc": sc, "mn": mn}
+        a["d"], a["dmin"] = _fp16(b[:, :, 0:2]), _fp16(b[:, :, 2:4])
+        if type == GGMLType.Q5_K:
+            qh = b[:, :, 16:48]  # bit j of qh[l] = 5th bit of element 32j + l
+            hb = (qh[:, :, None, :] >> np.arange(8, dtype=np.uint8)[:, None]) & 1
+            a["qh"] = _pack_bits(hb.reshape(rows, -1), 1)
+        return a
+    if type == GGMLType.Q6_K:
+        ql = b[:, :, 0:128].reshape(rows, -1, 2, 2, 32)  # (h, which half of ql, l)
+        low = np.stack([ql[:, :, :, 0] & 15, ql[:, :, :, 1] & 15, ql[:, :, :, 0] >> 4, ql[:, :, :, 1] >> 4], axis=3)
+        qh = b[:, :, 128:192].reshape(rows, -1, 2, 1, 32)
+        high = (qh >> (2 * np.arange(4, dtype=np.uint8))[:, None]) & 3  # (h, g, l)
+        return {
+            "q4": _nibble_pairs(low.reshape(rows, -1)),
+            "qh": _pack_bits(high.reshape(rows, -1), 2),
+            "sc": b[:, :, 192:208].reshape(rows, -1).view(np.int8),
+            "d": _fp16(b[:, :, 208:210]),
+        }
+    raise AssertionError(type)
+
+
+# arrays of each quantized type, in the order its kernel takes them; "q8" rows hold pairs
+_ARRAYS = {
+    GGMLType.Q8_0: ("q8", "d"),
+    GGMLType.Q4_0: ("q4", "d"),
+    GGMLType.Q5_0: ("q4", "qh", "d"),
+    GGMLType.Q4_K: ("q4", "qh", "sc", "mn", "d", "dmin"),
+    GGMLType.Q5_K: ("q4", "qh", "sc", "mn", "d", "dmin"),
+    GGMLType.Q6_K: ("q4", "qh", "sc", "d"),
+}
+
+
+def repack(type: GGMLType, raw: np.ndarray, n_in: int, R: int = dot.TILE) -> tuple:
+    """Raw GGUF rows (n_out, row_nbytes) -> the tiled arrays of dot.py (see the layout there).
+
+    Works through chunks of rows so the temporaries stay a few MiB whatever the matrix size.
+    """
+    n_out = raw.shape[0]
+    ntile = -(-n_out // R)
+    nbytes = BLOCK_SIZES[type][1]
+    chunk = R * max(1, (1 << 21) // (R * max(1, n_in)))
+    arrays = {}
+    for r0 in range(0, ntile * R, chunk):
+        r1 = min(r0 + chunk, ntile * R)
+        b = raw[r0 : min(r1, n_out)].reshape(-1, row_nbytes(type, n_in) // nbytes, nbytes)
+        if b.shape[0] < r1 - r0:  # zero rows pad the last tile: zero scales give zero outputs
+            b = np.concatenate([b, np.zeros((r1 - r0 - b.shape[0],) + b.shape[1:], np.uint8)])
+        for key, a in _unpack_rows(type, b).items():
+            if key == "q8":
+                a = a.reshape(a.shape[0], -1, 2)  # keep the element pairs together
+            t = a.reshape((r1 - r0) // R, R, a.shape[1], -1).transpose(0, 2, 1, 3)
+            if key not in arrays:
+                arrays[key] = np.empty((ntile, a.shape[1], R * t.shape[3]), a.dtype)
+            arrays[key][r0 // R : r1 // R] = t.reshape(t.shape[0], t.shape[1], -1)
+    empty = np.zeros((0, 0, R), np.uint8)
+    return tuple(arrays.get(k, empty) for k in _ARRAYS[type])
 
 
 class QMatrix:
     """A weight matrix W (n_out, n_in) in its GGUF block type.
 
-    `raw` is the memory-mapped block bytes (n_out, row_nbytes), never dequantized;
-    `d` / `dmin` are the blocks' fp16 scales decoded once at load into float32 side arrays
-    (n_out, n_blocks): 4-8 bytes per block, read by the kernels instead of converting fp16
-    in the hot loop.
+    `raw` is the memory-mapped block bytes (n_out, row_nbytes), kept for get_rows. For the
+    quantized types the kernels read `arrays`, a load-time repack of the same quants into
+    tiles of dot.TILE rows (layout in dot.py): the quants stay 4/5/6/8-bit, the fp16 block
+    scales become float32 and the 6-bit K-quant scales one byte each: 3-11% more bytes than
+    the GGUF blocks, never a float copy of the weights.
     """
 
     def __init__(self, type, raw: np.ndarray, n_in: int, name: str = "?"):
@@ -55,20 +155,12 @@ class QMatrix:
         self.n_out = raw.shape[0]
         self.n_in = n_in
         self.raw = raw
-        self.d = None
-        self.dmin = None
-        if type in Q8_0_FAMILY or type in K_TYPES:
-            nbytes = BLOCK_SIZES[type][1]
-            self.d = _block_fp16(raw, nbytes, _D_OFFSET[type])
-            self.dmin = _block_fp16(raw, nbytes, 2) if type in (GGMLType.Q4_K, GGMLType.Q5_K) else self.d
-        if type == GGMLType.Q8_0:
-            self._wq = raw.view(np.int8)
-        elif type == GGMLType.F32:
-            self._wq = raw.view(np.float32)
+        if type == GGMLType.F32:
+            self.arrays = (raw.view(np.float32),)
         elif type in (GGMLType.F16, GGMLType.BF16):
-            self._wq = raw.view(np.uint16)
+            self.arrays = (raw.view(np.uint16),)
         else:
-            self._wq = raw
+            self.arrays = repack(type, raw, n_in)
 
     @classmethod
     def from_tensor(cls, info) -> "QMatrix":
@@ -84,26 +176,45 @@ class QMatrix:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of weight blocks one full matmul reads (the GGUF size of the tensor)."""
+        """Bytes of the GGUF blocks of the tensor (what GB/s figures are quoted against)."""
         return self.raw.nbytes
+
+    @property
+    def kernel_nbytes(self) -> int:
+        """Bytes one matmul actually reads (the repacked arrays)."""
+        return sum(a.nbytes for a in self.arrays)
 
     def __repr__(self):
         return f"QMatrix({self.name}, {self.type.name}, n_out={self.n_out}, n_in={self.n_in})"
 
 
 def quantize_activations(wtype, x: np.ndarray):
-    """x float32 (T, n_in) -> the split activation arrays the kernels of wtype read."""
+    """x float32 (T, n_in) -> (qs int8 (T, n), d float32 (T, n/blk), block sums int32) for wtype's
+    activation type: Q8_K (sums per 16, ggml's bsums) for K-quants, else Q8_0 (sums per 32)."""
     T, n = x.shape
-    if wtype in K_TYPES:
-        qs = np.empty((T, n), np.int8)
-        d = np.empty((T, n // 256), np.float32)
-        bsums = np.empty((T, n // 16), np.int32)
-        dot.quantize_q8_K_act(x, qs, d, bsums)
-        return qs, d, bsums
     qs = np.empty((T, n), np.int8)
-    d = np.empty((T, n // 32), np.float32)
-    dot.quantize_q8_0_act(x, qs, d)
-    return qs, d
+    if wtype in K_TYPES:
+        d = np.empty((T, n // 256), np.float32)
+        ys = np.empty((T, n // 16), np.int32)
+        dot.quantize_q8_K_act(x, qs, d, ys)
+    else:
+        d = np.empty((T, n // 32), np.float32)
+        ys = np.empty((T, n // 32), np.int32)
+        dot.quantize_q8_0_act(x, qs, d, ys)
+    return qs, d, ys
+
+
+_KERNELS = {
+    GGMLType.Q8_0: dot.mm_q8_0,
+    GGMLType.Q4_0: dot.mm_q4_0,
+    GGMLType.Q5_0: dot.mm_q5_0,
+    GGMLType.Q4_K: dot.mm_q4_K,
+    GGMLType.Q5_K: dot.mm_q4_K,
+    GGMLType.Q6_K: dot.mm_q6_K,
+    GGMLType.F32: dot.mm_f32,
+    GGMLType.F16: dot.mm_f16,
+    GGMLType.BF16: dot.mm_bf16,
+}
 
 
 def matmul(w: QMatrix, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -116,22 +227,14 @@ def matmul(w: QMatrix, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     x = np.ascontiguousarray(x)
     T = x.shape[0]
     if out is None:
-        out = np.empty((T, w.n_out), np.float32)
+        out = np.empty((w.n_out,) if squeeze else (T, w.n_out), np.float32)
     elif out.shape != ((w.n_out,) if squeeze else (T, w.n_out)) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise UsageError(f"matmul with {w!r}: out must be C-contiguous float32 {(T, w.n_out)}, got {out.dtype} {out.shape}")
     o2 = out.reshape(T, w.n_out)
-    t = w.type
-    if t in FLOAT_WEIGHTS:
-        {GGMLType.F32: dot.mm_f32, GGMLType.F16: dot.mm_f16, GGMLType.BF16: dot.mm_bf16}[t](o2, w._wq, x)
-    elif t in Q8_0_FAMILY:
-        yq, yd = quantize_activations(t, x)
-        {GGMLType.Q8_0: dot.mm_q8_0, GGMLType.Q5_0: dot.mm_q5_0, GGMLType.Q4_0: dot.mm_q4_0}[t](o2, w._wq, w.d, yq, yd)
-    elif t == GGMLType.Q6_K:
-        yq, yd, _ = quantize_activations(t, x)
-        dot.mm_q6_K(o2, w._wq, w.d, yq, yd)
+    if w.type in FLOAT_WEIGHTS:
+        _KERNELS[w.type](o2, *w.arrays, x)
     else:
-        yq, yd, ybs = quantize_activations(t, x)
-        (dot.mm_q4_K if t == GGMLType.Q4_K else dot.mm_q5_K)(o2, w._wq, w.d, w.dmin, yq, yd, ybs)
+        _KERNELS[w.type](o2, *w.arrays, *quantize_activations(w.type, x))
     return out
 
 
@@ -143,11 +246,11 @@ def get_rows(w: QMatrix, ids) -> np.ndarray:
         raise UsageError(f"get_rows from {w!r}: row id {bad} is out of range 0..{w.n_out - 1}")
     t = w.type
     if t == GGMLType.F32:
-        return w._wq[ids].astype(np.float32)
+        return w.raw[ids].view(np.float32).copy()
     if t == GGMLType.F16:
         return w.raw[ids].view("<f2").astype(np.float32)
     if t == GGMLType.BF16:
         return (w.raw[ids].view("<u2").astype(np.uint32) << 16).view(np.float32)
     out = np.empty((ids.size, w.n_in), np.float32)
-    dot.dequant_rows(out, int(t), w.raw, w.d, w.dmin, ids)
+    dot.dequant_rows(out, int(t), w.raw, ids)
     return out
