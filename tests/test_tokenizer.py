@@ -295,6 +295,26 @@ def test_sentencepiece_sees_the_vocabulary(small_tok):
         assert sp.is_control(i) == (t.types[i] == TokenType.CONTROL)
 
 
+def test_token_to_id(small_tok):
+    t = small_tok
+    want = {text: i for i, text in enumerate(t.tokens)}
+    for text in ["<unk>", "<s>", "<0x00>", "<0xFF>", "▁", "é", "的", "▁hello", "  ", "<h1>", "<unused0>"]:
+        assert t.token_to_id(text) == want[text]
+    assert all(t.token_to_id(x) is None for x in ["", "zz", "<0x100>", "▁hellO", "<h2>"])
+
+
+def test_duplicate_texts_map_to_the_last_id():
+    """llama.cpp's token_to_id keeps the last id of a repeated text; sentencepiece refuses
+    repeats, so the earlier copies are hidden from it."""
+    tokens = ["<unk>", "a", "b", "a", "ab", "c", "ab"]
+    t = Tokenizer(tokens, types=[2, 1, 1, 1, 1, 1, 1], bos_id=None, eos_id=None, add_space_prefix=False)
+    assert t.token_to_id("a") == 3 and t.token_to_id("ab") == 6
+    oracle = Oracle(t)
+    for s in ["a", "ab", "abcab", "ba", "cab"]:
+        assert t.encode(s, add_bos=False) == oracle(s, False), s
+    assert t.decode([1, 3, 4]) == "aaab"  # every copy still decodes
+
+
 def test_empty_token_text_is_renamed():
     t = Tokenizer(["<unk>", "", "a"], types=[2, 1, 1], bos_id=None, eos_id=None, unk_id=0, add_space_prefix=False)
     assert t.tokens[1] == "[EMPTY_1]"
@@ -382,6 +402,8 @@ def test_gemma_spec_examples(gemma_tok):
     assert t.decode([2, 9259, 1902]) == "Hello world"
     assert t.piece(105) == "" and t.piece(105, special=True) == "<start_of_turn>"
     assert t.piece(248) == "\n" and t.piece(26352) == " Hello"
+    for i in random.Random(3).sample(range(t.n_vocab), 300) + [0, 238, 262143]:
+        assert t.token_to_id(t.tokens[i]) == i  # Gemma's texts are all distinct
 
 
 @pytest.mark.slow

@@ -87,8 +87,12 @@ class Tokenizer:
         self.source = source
         # llama.cpp renames empty token texts so that every text maps to one id
         self.tokens = list(tokens)
-        if "" in self.tokens:
+        self._blob, self._lens = _utf8_blob(self.tokens)  # all texts as bytes, for fast lookups
+        if not self._lens.all():
             self.tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
+            self._blob, self._lens = _utf8_blob(self.tokens)
+        self._starts = np.zeros(n, dtype=np.int64)
+        np.cumsum(self._lens[:-1], out=self._starts[1:])
         self.scores = np.zeros(n, np.float32) if scores is None else np.asarray(scores, np.float32)
         types = np.full(n, TokenType.NORMAL, np.int32) if types is None else np.array(types, np.int32)
         for what, arr in (("scores", self.scores), ("token types", types)):
@@ -120,28 +124,27 @@ class Tokenizer:
         self.eom_id = check("eom_token_id", eom_id)
         extra = [check("end-of-generation id", i) for i in extra_eog_ids]
 
-        # a repeated text maps to its last id, as in llama.cpp
-        self._ids: dict[str, int] = dict(zip(self.tokens, range(n)))
-
         # llama.cpp's overrides by text (§4.1): EOT detection, the EOG set, forced CONTROL
         if self.eot_id is None:
             for t in EOT_TEXTS:
-                if t in self._ids:
-                    self.eot_id = self._ids[t]
-                    types[self.eot_id] = TokenType.CONTROL
+                i = self._find(t)
+                if i is not None:
+                    self.eot_id = i
+                    types[i] = TokenType.CONTROL
                     break
         eog = {i for i in (self.eos_id, self.eot_id, self.eom_id, *extra) if i is not None}
         for t in EOG_TEXTS:
-            if t in self._ids:
-                eog.add(self._ids[t])
-                types[self._ids[t]] = TokenType.CONTROL
+            i = self._find(t)
+            if i is not None:
+                eog.add(i)
+                types[i] = TokenType.CONTROL
         self.eog_ids: set[int] = eog
         self.types = types
         self._type_list = types.tolist()  # plain ints: piece_bytes runs once per generated token
 
         # special tokens, longest text (in bytes) first; ties in id order
         special = np.flatnonzero(np.isin(types, (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)))
-        order = sorted(special.tolist(), key=lambda i: (-len(self.tokens[i].encode("utf-8", "surrogateescape")), i))
+        order = sorted(special.tolist(), key=lambda i: (-self._lens[i], i))
         user = set(np.flatnonzero(types == TokenType.USER_DEFINED).tolist())
         self._special_all = _prefix_groups([(self.tokens[i], i) for i in order])
         self._special_user = _prefix_groups([(self.tokens[i], i) for i in order if i in user])
@@ -200,10 +203,19 @@ class Tokenizer:
     def _build_sentencepiece(self):
         import sentencepiece
 
-        proto = _model_proto(self)
         sp = sentencepiece.SentencePieceProcessor()
         try:
-            sp.LoadFromSerializedProto(proto)
+            sp.LoadFromSerializedProto(_model_proto(self))
+            return sp
+        except (RuntimeError, OSError) as e:
+            if "already defined" not in str(e):
+                raise TokenizerError(f"{self.source}: sentencepiece rejected the vocabulary: {e}") from None
+        # A text that occurs twice: llama.cpp maps it to its last id, so earlier copies are
+        # hidden from sentencepiece (found only now: hashing all texts up front costs ~0.1 s).
+        last = dict(zip(self.tokens, range(self.n_vocab)))
+        hidden = {i for i, t in enumerate(self.tokens) if last[t] != i}
+        try:
+            sp.LoadFromSerializedProto(_model_proto(self, hidden))
         except (RuntimeError, OSError) as e:
             raise TokenizerError(f"{self.source}: sentencepiece rejected the vocabulary: {e}") from None
         return sp
@@ -328,7 +340,19 @@ class Tokenizer:
 
     def token_to_id(self, text: str) -> int | None:
         """The id of the token whose text is exactly `text`, or None."""
-        return self._ids.get(text)
+        return self._find(text)
+
+    def _find(self, text: str) -> int | None:
+        # Compares bytes with numpy: a dict of 262,144 texts would cost ~0.1 s to build.
+        # A repeated text maps to its last id, as in llama.cpp.
+        b = np.frombuffer(text.encode("utf-8", "surrogateescape"), dtype=np.uint8)
+        if len(b) == 0:
+            return None
+        cand = np.flatnonzero(self._lens == len(b))
+        cand = cand[self._blob[self._starts[cand]] == b[0]]
+        if len(cand) and len(b) > 1:
+            cand = cand[(self._blob[self._starts[cand, None] + np.arange(1, len(b))] == b[1:]).all(axis=1)]
+        return int(cand[-1]) if len(cand) else None
 
     def is_eog(self, token_id: int) -> bool:
         return token_id in self.eog_ids
@@ -419,7 +443,7 @@ def _utf8_blob(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(enc), dtype=np.uint8), np.array([len(b) for b in enc], dtype=np.int64)
 
 
-def _model_proto(tok: Tokenizer) -> bytes:
+def _model_proto(tok: Tokenizer, hidden: set[int] = frozenset()) -> bytes:
     # sentencepiece needs exactly one UNKNOWN piece (Gemma types <unk> CONTROL), and must not
     # match user-defined tokens itself: we split them out of the raw text as llama.cpp does,
     # so they are plain pieces here (with their real spaces they never match escaped text).
@@ -428,10 +452,13 @@ def _model_proto(tok: Tokenizer) -> bytes:
     ptypes[(ptypes == TokenType.USER_DEFINED) | (ptypes == TokenType.UNDEFINED)] = TokenType.NORMAL
     ptypes[tok.unk_id] = TokenType.UNKNOWN
     has_bytes = bool((ptypes == TokenType.BYTE).any())
+    blob, n = tok._blob, tok._lens
+    if hidden:  # duplicate texts: renamed to something no text contains, and never matched
+        ptypes[sorted(hidden)] = TokenType.CONTROL
+        blob, n = _utf8_blob([f"\u2402dup{i}\u2402" if i in hidden else t for i, t in enumerate(tok.tokens)])
 
     # Each piece, built for all 262,144 at once with numpy (a Python loop takes ~0.5 s):
     #   0x0A varint(body) | body = 0x0A varint(n) text[n] | 0x15 score:f32 | 0x18 type
-    blob, n = _utf8_blob(tok.tokens)
     n_len = _varint_len(n)
     body = 1 + n_len + n + 5 + 2
     body_len = _varint_len(body)
