@@ -231,48 +231,40 @@ class Tokenizer:
         """
         if not isinstance(text, str):
             raise UsageError(f"encode() takes a str, got {type(text).__name__}")
-        out: list[int] = []
-        if add_bos and self.add_bos and self.bos_id is not None:
-            out.append(self.bos_id)
-        prev_special = True
-        raw: list[str] = []
-        where: list[int] = []  # output position of each raw fragment
-        for frag in self._split_special(text, parse_special):
-            if isinstance(frag, int):
-                out.append(frag)
-                prev_special = True
+        frags = self._split_special(text, parse_special)
+        # llama.cpp prefixes " " to a raw fragment at the start and after every special token
+        raw, prev_special = [], True
+        for f in frags:
+            if isinstance(f, str):
+                raw.append(" " + f if self.add_space_prefix and prev_special else f)
+            prev_special = isinstance(f, int)
+        merged = iter(self._sp_encode(raw, text))
+        out = [self.bos_id] if add_bos and self.add_bos and self.bos_id is not None else []
+        for f in frags:
+            if isinstance(f, int):
+                out.append(f)
             else:
-                if self.add_space_prefix and prev_special:
-                    frag = " " + frag
-                where.append(len(out))
-                out.append(-1)  # placeholder
-                raw.append(frag)
-                prev_special = False
-        if raw:
-            try:
-                pieces = self._sp.encode(raw) if len(raw) > 1 else [self._sp.encode(raw[0])]
-            except RuntimeError:
-                pieces = None
-            if pieces is None:
-                # sentencepiece only takes valid Unicode; a lone surrogate (e.g. from
-                # errors="surrogateescape") is the only way a str can fail to be
-                bad = next((i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF), None)
-                raise UsageError(
-                    f"cannot tokenize text with a lone surrogate U+{ord(text[bad]):04X} at index {bad} "
-                    f"(not valid Unicode); decode the input with errors='replace'"
-                    if bad is not None else "sentencepiece could not encode the text"
-                )
-            merged: list[int] = []
-            last = 0
-            for pos, ids in zip(where, pieces):
-                merged.extend(out[last:pos])
-                merged.extend(ids)
-                last = pos + 1
-            merged.extend(out[last:])
-            out = merged
+                out.extend(next(merged))
         if add_bos and self.add_eos and self.eos_id is not None:
             out.append(self.eos_id)
         return out
+
+    def _sp_encode(self, raw: list[str], text: str) -> list[list[int]]:
+        if not raw:
+            return []
+        try:
+            return self._sp.encode(raw)
+        except (RuntimeError, TypeError):
+            pass
+        # sentencepiece takes only valid Unicode; a lone surrogate (e.g. from
+        # errors="surrogateescape") is the only way a str can fail to be
+        bad = next((i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF), None)
+        if bad is None:
+            raise TokenizerError(f"{self.source}: sentencepiece could not encode {text[:40]!r}")
+        raise UsageError(
+            f"cannot tokenize text with a lone surrogate U+{ord(text[bad]):04X} at index {bad} "
+            f"(not valid Unicode); decode the input with errors='replace'"
+        )
 
     def _split_special(self, text: str, parse_special: bool) -> list:
         """llama.cpp's tokenizer_st_partition: raw str fragments and int token ids."""
