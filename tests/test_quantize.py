@@ -452,10 +452,20 @@ def test_nan_inf_names_tensor_and_row_and_leaves_nothing(tmp_path, value, dst):
     assert _leftovers(tmp_path) == ["src.gguf"]
 
 
-def test_chunked_f16_source_joins_chunks_and_names_the_absolute_row(tmp_path, monkeypatch):
+def test_chunked_sources_join_chunks_and_name_the_absolute_row(tmp_path, monkeypatch):
     import tinyllm.quantize as qz
 
-    monkeypatch.setattr(qz, "_CHUNK_FLOATS", 256 * 8)  # non-F32 sources go 8 rows at a time here
+    monkeypatch.setattr(qz, "_CHUNK_FLOATS", 256 * 8)  # 8 rows at a time here
+    f32 = _f32_model(tmp_path / "f32.gguf", bad=("blk.0.attn_q.weight", 250, 7, np.inf))
+    with pytest.raises(QuantizationError, match=r"attn_q\.weight: row 250 .*inf at column 7"):
+        quantize_file(f32, tmp_path / "o.gguf", "Q4_K_M")
+    f32 = _f32_model(tmp_path / "f32b.gguf")
+    quantize_file(f32, tmp_path / "f32q.gguf", "Q4_K_M")  # chunks of an F32 source, pages dropped as it goes
+    with GGUFFile(f32) as gs, GGUFFile(tmp_path / "f32q.gguf") as go:
+        for name, t in go.tensors.items():
+            want = gs.tensors[name].data if t.type == T.F32 else quantize_ref(gs.tensors[name].array(), t.type)
+            assert np.array_equal(np.asarray(t.data), want), name
+
     x = np.random.default_rng(2).standard_normal((40, 256)).astype(np.float16)
     good = tmp_path / "good.gguf"
     write_gguf(good, {"general.architecture": "llama"}, [("blk.0.attn_q.weight", T.F16, x.shape, x)])

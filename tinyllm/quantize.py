@@ -13,6 +13,7 @@ are in the returned plan, and the summary figures are in QuantizeStats.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import time
@@ -44,7 +45,7 @@ from .quants.types import FLOAT_TYPES, GGMLType, parse_type
 _SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
 _QNT_KEY, _FTYPE_KEY = "general.quantization_version", "general.file_type"
 
-# rows converted per step when the source is not F32: bounds the float32 scratch to ~64 MiB
+# rows converted per step: bounds the float32 input in memory to ~64 MiB
 _CHUNK_FLOATS = 16 << 20
 
 
@@ -249,7 +250,11 @@ def _bad_value(x: np.ndarray) -> tuple[int, int, float] | None:
 
 
 def convert_tensor(info, dst_type: GGMLType, threads: int | None = None) -> np.ndarray:
-    """One tensor's data in `dst_type`: uint8 (n_rows, row_nbytes); the mapped bytes when unchanged."""
+    """One tensor's data in `dst_type`: uint8 (n_rows, row_nbytes); the mapped bytes when unchanged.
+
+    Rows go through in chunks of ~64 MiB of float32, and each chunk's input pages are dropped
+    once it is converted, so memory holds the output plus one chunk, whatever the tensor's size.
+    """
     from .quants.quantize import quantize
 
     raw = info.data
@@ -257,7 +262,7 @@ def convert_tensor(info, dst_type: GGMLType, threads: int | None = None) -> np.n
         return raw
     ncols = info.ne[0] if info.ne else 1
     n_rows = raw.shape[0]
-    step = n_rows if info.type == GGMLType.F32 else max(1, _CHUNK_FLOATS // max(ncols, 1))
+    step = max(1, _CHUNK_FLOATS // max(ncols, 1))
     out = None
     for r0 in range(0, n_rows, step):
         r1 = min(n_rows, r0 + step)
@@ -274,10 +279,33 @@ def convert_tensor(info, dst_type: GGMLType, threads: int | None = None) -> np.n
                 f"cannot quantize to {type_name(dst_type)}") from None
         if step >= n_rows:
             return q
+        _drop_pages(raw[r0:r1])
         if out is None:
             out = np.empty((n_rows, q.shape[1]), np.uint8)
         out[r0:r1] = q
     return out
+
+
+def _drop_pages(view: np.ndarray) -> None:
+    """Done with a mapped tensor: drop its pages from this process (llama-quantize unmaps each
+    weight after use), so RSS stays near one tensor instead of the whole input. The data stays
+    in the page cache and on disk; touching it again just maps it back."""
+    base = view
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    mm = getattr(base, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    # np.memmap maps from an allocation-granularity boundary; its array starts `skew` bytes in
+    skew = base.offset % mmap.ALLOCATIONGRANULARITY
+    addr = lambda a: a.__array_interface__["data"][0]
+    start = addr(view) - addr(base) + skew
+    end = start + view.nbytes
+    start -= start % mmap.PAGESIZE
+    try:
+        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (OSError, ValueError):
+        pass  # only an optimisation
 
 
 def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = None, pure=False,
@@ -323,6 +351,8 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
 
         def producer(i: int, tp: TensorPlan):
             def produce():
+                if i > 0:  # the previous tensor has been written by now
+                    _drop_pages(gf.tensors[plan.tensors[i - 1].name].data)
                 ts = time.perf_counter()
                 data = convert_tensor(gf.tensors[tp.name], tp.dst_type, threads)
                 done[0] += tp.src_nbytes
