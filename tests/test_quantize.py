@@ -480,6 +480,30 @@ def test_chunked_sources_join_chunks_and_name_the_absolute_row(tmp_path, monkeyp
     assert not (tmp_path / "o.gguf").exists()
 
 
+def _rss_file_kb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_drop_pages_releases_a_converted_tensor(tmp_path):
+    from tinyllm.quantize import _drop_pages
+
+    x = np.random.default_rng(4).standard_normal((4096, 1024)).astype(np.float32)  # 16 MiB
+    src = tmp_path / "big.gguf"
+    write_gguf(src, {"general.architecture": "llama"}, [("blk.0.attn_q.weight", T.F32, x.shape, x)])
+    with GGUFFile(src) as gf:
+        data = gf.tensors["blk.0.attn_q.weight"].data
+        assert float(np.asarray(data[2048:, ::1024]).sum()) >= 0  # touch every page of the second half
+        touched = _rss_file_kb()
+        _drop_pages(data[2048:])  # those pages, not the file's first 8 MiB
+        dropped = _rss_file_kb()
+        assert touched - dropped >= 0.7 * 8 * 1024, (touched, dropped)
+        assert np.array_equal(np.asarray(data).view(np.float32), x)  # still readable afterwards
+
+
 def test_interrupt_and_full_disk_leave_nothing(golden, tmp_path, monkeypatch):
     src = golden / "quant" / "tiny-f32.gguf"
     out = tmp_path / "out.gguf"

@@ -290,16 +290,16 @@ def _drop_pages(view: np.ndarray) -> None:
     """Done with a mapped tensor: drop its pages from this process (llama-quantize unmaps each
     weight after use), so RSS stays near one tensor instead of the whole input. The data stays
     in the page cache and on disk; touching it again just maps it back."""
-    base = view
-    while base is not None and not isinstance(base, np.memmap):
-        base = base.base
-    mm = getattr(base, "_mmap", None)
-    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+    root = view  # the array made directly on the mmap (slices of an np.memmap are np.memmaps too)
+    while root is not None and not isinstance(getattr(root, "base", None), mmap.mmap):
+        root = root.base
+    if root is None or not hasattr(mmap, "MADV_DONTNEED"):
         return
+    mm = root.base
     # np.memmap maps from an allocation-granularity boundary; its array starts `skew` bytes in
-    skew = base.offset % mmap.ALLOCATIONGRANULARITY
+    skew = getattr(root, "offset", 0) % mmap.ALLOCATIONGRANULARITY
     addr = lambda a: a.__array_interface__["data"][0]
-    start = addr(view) - addr(base) + skew
+    start = addr(view) - addr(root) + skew
     end = start + view.nbytes
     start -= start % mmap.PAGESIZE
     try:
