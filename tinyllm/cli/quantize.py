@@ -5,7 +5,7 @@ import time
 from ..errors import UsageError
 
 TYPES_HELP = """\
-types (any case; bits/weight as measured on Llama-style models):
+types (any case; approximate bits per weight on Llama-3-8B):
   Q4_K_M  ~4.9 bpw  Q4_K; Q6_K for output and half of attn_v/ffn_down (the usual choice)
   Q4_K_S  ~4.6 bpw  Q4_K; Q5_K for the first attn_v/ffn_down layers
   Q5_K_M  ~5.7 bpw  Q5_K; Q6_K for output and half of attn_v/ffn_down
