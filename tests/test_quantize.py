@@ -181,6 +181,10 @@ def test_tied_embeddings_take_the_output_rule():
     assert p["token_embd.weight"].dst_type == T.Q6_K
     p = _plan(_synthetic(2, tied=True), "Q8_0")
     assert p["token_embd.weight"].dst_type == T.Q8_0
+    p = _plan(_synthetic(2, tied=True), "Q4_K_M", output_tensor_type=T.Q5_0)  # reaches it through rule 1
+    assert p["token_embd.weight"].dst_type == T.Q5_0
+    p = _plan(_synthetic(2, tied=True, ne0=288), "Q4_K_M")  # rule 1: rows do not fit 256 -> Q8_0, no fallback
+    assert p["token_embd.weight"].dst_type == T.Q8_0 and p["token_embd.weight"].fallback_from is None
 
 
 def test_expert_and_70b_and_falcon_rules():
