@@ -3,17 +3,20 @@
 `quantize(x, type, threads=None)` turns float32 rows into ggml blocks: uint8 (rows, row_nbytes).
 Every kernel is `jit_exact` (no fastmath: no FMA contraction, no reassociation), so each
 float32 operation rounds once as the C code does; `reference.py` holds the NumPy twins and
-the block layout diagrams. Rows run in parallel (`prange`); each row first checks its input
-for NaN/Inf and, after quantizing, its fp16 scales for overflow (ggml_validate_row_data),
+the block layout diagrams. Rows run in parallel: the row kernels are serial and release the
+GIL, and `quantize` hands slices of rows to a pool of threads. (A `prange` kernel did the same
+work but doubled the JIT compile time of these large functions.) Each row first checks its
+input for NaN/Inf and, after quantizing, its fp16 scales for overflow (ggml_validate_row_data),
 reporting through a per-row status array that `quantize` turns into a QuantizationError.
 
 All helpers live in this module so that Numba's cache sees every function a kernel calls.
 """
-import numpy as np
-from numba import prange
+from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import QuantizationError
-from ..jit import get_threads, jit_exact, set_threads
+import numpy as np
+
+from ..errors import QuantizationError, UsageError
+from ..jit import get_threads, jit_exact
 from .types import BLOCK_SIZES, GGMLType, row_nbytes
 
 F32 = np.float32
@@ -154,7 +157,8 @@ def _block_q8_0(xr, xu, base, o, ob):
 
 @jit_exact
 def _block_x_0(xr, xu, base, o, ob, nmax, five):
-    """quantize_row_q4_0_ref (nmax 15) / q5_0_ref (nmax 31, five): d = max/-(nmax+1)/2... (§3.2, §3.3)."""
+    """quantize_row_q4_0_ref (nmax 15) / q5_0_ref (nmax 31, five) (§3.2, §3.3): d = max / -8 or -16,
+    q = MIN(nmax, (int)(x*id + 8.5 or 16.5))."""
     # first element of largest |x|, sign kept: the max over the bit patterns vectorises,
     # then a short search finds where it first occurs
     abits = 0
@@ -297,17 +301,17 @@ _LIMIT = F32(2097152.0)  # 2^21
 
 
 @jit_exact
-def _lanes_guard(iscale, mn, mx, xmin, flat, bad):
+def _lanes_guard(iscale, mn, mx, xmin, flat, bad, limit):
     """Flag lanes where iscale*(x - mn) may reach 2^21 (or is NaN): extremes bound it (monotone)."""
     for k in range(iscale.shape[0]):
         a = abs(iscale[k] * (mx[k] - mn[k]))
         b = abs(iscale[k] * (xmin[k] - mn[k]))
-        ok = a < _LIMIT and b < _LIMIT
+        ok = a < limit and b < limit
         bad[k] = bad[k] if ok or flat[k] != _F0 else _F1
 
 
 @jit_exact
-def _qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, Lt, laux, st):
+def _qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, Lt, laux, st, limit):
     """make_qkx2_quants (§3.4) for N sub-blocks at once.
 
     xt, wt: (32, N) values and weights, lane k = sub-block k. Writes Lt (32, N) (float L),
@@ -344,7 +348,7 @@ def _qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, Lt, laux, st):
         best[k] = _F0
         b_iscale[k] = iscale[k]
         b_mn[k] = mn[k]
-    _lanes_guard(iscale, mn, mx, xmin, flat, bad)
+    _lanes_guard(iscale, mn, mx, xmin, flat, bad, limit)
     for i in range(n):
         for k in range(N):
             v = xt[i, k]
@@ -360,7 +364,7 @@ def _qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, Lt, laux, st):
             sum_l2[k] = _F0
             sum_xl[k] = _F0
             cur[k] = _F0
-        _lanes_guard(iscale, mn, mx, xmin, flat, bad)
+        _lanes_guard(iscale, mn, mx, xmin, flat, bad, limit)
         for i in range(n):
             for k in range(N):
                 v = xt[i, k]
@@ -475,58 +479,62 @@ def _to_lanes(xr, xt):
             xt[i, k] = xr[m * k + i]
 
 
-@jit_exact(parallel=True)
-def _rows_k4_k5(x, xu, out, status, five):
-    rows, n = x.shape
-    nb = n // 256
+@jit_exact
+def _row_k4_k5(xr, o, five, limit):
+    """One row of Q4_K / Q5_K; returns False if an fp16 scale overflowed.
+
+    limit: the guard bound, _LIMIT; tests pass 0 to send every lane through the scalar fit.
+    """
+    nb = xr.shape[0] // 256
     N = 8 * nb
-    nbytes = out.shape[1] // nb
+    nbytes = o.shape[0] // nb
     if five:
         nmax, rmin, nstep = 31, F32(-0.5), 15
     else:
         nmax, rmin, nstep = 15, F32(-1.0), 20
-    for r in prange(rows):
+    xt = np.empty((32, N), np.float32)
+    wt = np.empty((32, N), np.float32)
+    Lt = np.empty((32, N), np.float32)
+    laux = np.empty((32, N), np.float32)
+    st = np.empty((20, N), np.float32)
+    L = np.empty(256, np.int64)
+    lone = np.empty(32, np.int64)
+    wone = np.empty(32, np.float32)
+    _to_lanes(xr, xt)
+    av_x = st[0]
+    for k in range(N):
+        av_x[k] = _F0
+    for i in range(32):
+        for k in range(N):
+            av_x[k] = av_x[k] + xt[i, k] * xt[i, k]
+    for k in range(N):
+        av_x[k] = np.sqrt(av_x[k] / _F32_32)
+    for i in range(32):
+        for k in range(N):
+            wt[i, k] = av_x[k] + abs(xt[i, k])
+    _qkx2_lanes(xt, wt, nmax, rmin, _F0_1, nstep, Lt, laux, st, limit)
+    for k in range(N):
+        if st[2, k] != _F0:  # exact scalar fit for a lane the guard flagged
+            for i in range(32):
+                wone[i] = wt[i, k]
+            sc, mn = _make_qkx2_quants(xr, 32 * k, wone, lone, 0, L, nmax, rmin, _F0_1, nstep)
+            st[0, k] = sc
+            st[1, k] = mn
+            for i in range(32):
+                Lt[i, k] = F32(lone[i])
+    ok = True
+    for ib in range(nb):
+        good = _finish_k4_k5(xr, 256 * ib, o, nbytes * ib, five, nmax, Lt, 8 * ib, st[0], st[1], L)
+        ok = ok and good
+    return ok
+
+
+@jit_exact
+def _rows_k4_k5(x, xu, out, status, five, limit):
+    for r in range(x.shape[0]):
         if _row_nonfinite(xu[r]):
             status[r] = _NONFINITE
-            continue
-        # per-row scratch, reused by every super-block of the row
-        xt = np.empty((32, N), np.float32)
-        wt = np.empty((32, N), np.float32)
-        Lt = np.empty((32, N), np.float32)
-        laux = np.empty((32, N), np.float32)
-        st = np.empty((20, N), np.float32)
-        L = np.empty(256, np.int64)
-        lone = np.empty(32, np.int64)
-        wone = np.empty(32, np.float32)
-        xr = x[r]
-        o = out[r]
-        _to_lanes(xr, xt)
-        av_x = st[0]
-        for k in range(N):
-            av_x[k] = _F0
-        for i in range(32):
-            for k in range(N):
-                av_x[k] = av_x[k] + xt[i, k] * xt[i, k]
-        for k in range(N):
-            av_x[k] = np.sqrt(av_x[k] / _F32_32)
-        for i in range(32):
-            for k in range(N):
-                wt[i, k] = av_x[k] + abs(xt[i, k])
-        _qkx2_lanes(xt, wt, nmax, rmin, _F0_1, nstep, Lt, laux, st)
-        for k in range(N):
-            if st[2, k] != _F0:  # exact scalar fit for a lane the guard flagged
-                for i in range(32):
-                    wone[i] = wt[i, k]
-                sc, mn = _make_qkx2_quants(xr, 32 * k, wone, lone, 0, L, nmax, rmin, _F0_1, nstep)
-                st[0, k] = sc
-                st[1, k] = mn
-                for i in range(32):
-                    Lt[i, k] = F32(lone[i])
-        ok = True
-        for ib in range(nb):
-            good = _finish_k4_k5(xr, 256 * ib, o, nbytes * ib, five, nmax, Lt, 8 * ib, st[0], st[1], L)
-            ok = ok and good
-        if not ok:
+        elif not _row_k4_k5(x[r], out[r], five, limit):
             status[r] = _OVERFLOW
 
 
@@ -639,12 +647,12 @@ def _finish_q6_K(xr, base, o, ob, Lt, lane0, scales, L):
     return ok
 
 
-@jit_exact(parallel=True)
+@jit_exact
 def _rows_q6_K(x, xu, out, status):
     rows, n = x.shape
     nb = n // 256
     N = 16 * nb
-    for r in prange(rows):
+    for r in range(rows):
         if _row_nonfinite(xu[r]):
             status[r] = _NONFINITE
             continue
@@ -696,15 +704,16 @@ def _block_q8_K(xr, base, o, ob):
 
 
 # ---------------------------------------------------------------------------------------
-# row kernels: prange over rows; status[r] = 0 ok, 1 non-finite input, 2 fp16 scale overflow
+# row kernels: status[r] = 0 ok, 1 non-finite input, 2 fp16 scale overflow. They are serial
+# and release the GIL; `quantize` runs slices of rows on a thread pool (see _run_rows)
 
 
-@jit_exact(parallel=True)
+@jit_exact
 def _rows_32(x, xu, out, status, kind):
     """kind: 0 Q8_0, 1 Q4_0, 2 Q5_0, 3 Q4_1, 4 Q5_1."""
     rows, n = x.shape
     nbytes = out.shape[1] // (n // 32)
-    for r in prange(rows):
+    for r in range(rows):
         if _row_nonfinite(xu[r]):
             status[r] = _NONFINITE
             continue
@@ -723,10 +732,10 @@ def _rows_32(x, xu, out, status, kind):
             status[r] = _OVERFLOW
 
 
-@jit_exact(parallel=True)
+@jit_exact
 def _rows_q8_K(x, xu, out, status):
     rows, n = x.shape
-    for r in prange(rows):
+    for r in range(rows):
         if _row_nonfinite(xu[r]):
             status[r] = _NONFINITE
             continue
@@ -734,11 +743,11 @@ def _rows_q8_K(x, xu, out, status):
             _block_q8_K(x[r], 256 * ib, out[r], 292 * ib)
 
 
-@jit_exact(parallel=True)
+@jit_exact
 def _rows_float(x, xu, out16, status, bf16):
     """F16 / BF16 conversion; F16 values beyond 65504 become Inf, which ggml's validation rejects."""
     rows, n = x.shape
-    for r in prange(rows):
+    for r in range(rows):
         if _row_nonfinite(xu[r]):
             status[r] = _NONFINITE
             continue
@@ -757,11 +766,32 @@ def _rows_float(x, xu, out16, status, bf16):
 _KIND_32 = {GGMLType.Q8_0: 0, GGMLType.Q4_0: 1, GGMLType.Q5_0: 2, GGMLType.Q4_1: 3, GGMLType.Q5_1: 4}
 
 
+_MIN_CHUNK = 1 << 16  # floats per task: below this a thread costs more than it saves
+
+
+def _run_rows(kernel, threads: int, x, xu, out, status, *args) -> None:
+    """kernel(x[a:b], xu[a:b], out[a:b], status[a:b], *args) over row slices on `threads` threads."""
+    rows, n = x.shape
+    tasks = min(rows, 4 * threads, max(1, rows * n // _MIN_CHUNK))
+    if threads == 1 or tasks == 1:
+        kernel(x, xu, out, status, *args)
+        return
+    bounds = np.linspace(0, rows, tasks + 1).astype(np.int64)
+    with ThreadPoolExecutor(max_workers=min(threads, tasks)) as pool:
+        jobs = [
+            pool.submit(kernel, x[a:b], xu[a:b], out[a:b], status[a:b], *args)
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+        for job in jobs:
+            job.result()
+
+
 def quantize(x: np.ndarray, type: GGMLType, threads: int | None = None) -> np.ndarray:
     """float32 rows (rows, n) -> `type` blocks, uint8 (rows, row_nbytes), byte-identical to llama-quantize.
 
     Raises QuantizationError naming the row for NaN/Inf input or an fp16 scale that overflows
-    (callers add the tensor name). `threads` sets the Numba thread count for this call.
+    (callers add the tensor name). `threads`: how many threads run rows (default: the Numba
+    thread count, which `tinyllm.jit.set_threads` sets).
     """
     type = GGMLType(type)
     if type not in QUANTIZE_TYPES:
@@ -782,26 +812,24 @@ def quantize(x: np.ndarray, type: GGMLType, threads: int | None = None) -> np.nd
     if rows == 0 or n == 0:
         return out
     xu = x.view(np.uint32)
-    old = get_threads()
-    if threads is not None:
-        set_threads(threads)
-    try:
-        if type == GGMLType.F32:
-            _rows_float_check(xu, status)
-            out[:] = x.view(np.uint8)
-        elif type in (GGMLType.F16, GGMLType.BF16):
-            _rows_float(x, xu, out.view(np.uint16), status, type == GGMLType.BF16)
-        elif type in _KIND_32:
-            _rows_32(x, xu, out, status, _KIND_32[type])
-        elif type in (GGMLType.Q4_K, GGMLType.Q5_K):
-            _rows_k4_k5(x, xu, out, status, type == GGMLType.Q5_K)
-        elif type == GGMLType.Q6_K:
-            _rows_q6_K(x, xu, out, status)
-        else:
-            _rows_q8_K(x, xu, out, status)
-    finally:
-        if threads is not None:
-            set_threads(old)
+    if threads is None:
+        threads = get_threads()
+    elif int(threads) < 1:
+        raise UsageError(f"threads must be at least 1, got {threads}")
+    threads = int(threads)
+    if type == GGMLType.F32:
+        _run_rows(_rows_float_check, threads, x, xu, out, status)
+        out[:] = x.view(np.uint8)
+    elif type in (GGMLType.F16, GGMLType.BF16):
+        _run_rows(_rows_float, threads, x, xu, out.view(np.uint16), status, type == GGMLType.BF16)
+    elif type in _KIND_32:
+        _run_rows(_rows_32, threads, x, xu, out, status, _KIND_32[type])
+    elif type in (GGMLType.Q4_K, GGMLType.Q5_K):
+        _run_rows(_rows_k4_k5, threads, x, xu, out, status, type == GGMLType.Q5_K, _LIMIT)
+    elif type == GGMLType.Q6_K:
+        _run_rows(_rows_q6_K, threads, x, xu, out, status)
+    else:
+        _run_rows(_rows_q8_K, threads, x, xu, out, status)
     if status.any():
         r = int(np.argmax(status != 0))
         if status[r] == _NONFINITE:
@@ -817,8 +845,8 @@ def quantize(x: np.ndarray, type: GGMLType, threads: int | None = None) -> np.nd
     return out
 
 
-@jit_exact(parallel=True)
-def _rows_float_check(xu, status):
-    for r in prange(xu.shape[0]):
+@jit_exact
+def _rows_float_check(x, xu, out, status):
+    for r in range(xu.shape[0]):
         if _row_nonfinite(xu[r]):
             status[r] = _NONFINITE
