@@ -18,7 +18,15 @@ from tinyllm.errors import ModelError, UsageError
 from tinyllm.jit import get_threads, set_threads
 from tinyllm.quants import dot, dot_ref, reference
 from tinyllm.quants.bench import bench_case, random_qmatrix
-from tinyllm.quants.matmul import QMatrix, get_rows, matmul, quantize_activations
+from tinyllm.quants.matmul import (
+    AVAILABLE_KERNEL_SETS,
+    QMatrix,
+    get_rows,
+    kernel_set,
+    matmul,
+    quantize_activations,
+    set_kernel_set,
+)
 from tinyllm.quants.types import GGMLType
 
 Q8_0_ACT = (GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0)
@@ -135,7 +143,8 @@ def dequant(wtype, raw, n_in):
 
 
 def check_matmul(wtype, raw, n_in, x, threads_list=(1, 2)):
-    """Twin vs float64 oracle, kernel vs twin, and 1 vs 2 threads (same per-output order: equal)."""
+    """Twin vs float64 oracle; each available kernel set (AVX2 intrinsics, portable loops) vs
+    the twin; 1 vs 2 threads (each output is summed by one thread in a fixed order: equal)."""
     W = dequant(wtype, raw, n_in)
     exact = x.astype(np.float64) @ W.T
     twin = dot_ref.dot_ref(wtype, raw, x).astype(np.float64)
@@ -143,15 +152,21 @@ def check_matmul(wtype, raw, n_in, x, threads_list=(1, 2)):
     bound = act_error_bound(wtype, W, x) + fsum
     assert (np.abs(twin - exact) <= bound).all(), f"{wtype.name}: twin off by {np.abs(twin - exact).max()}"
     w = QMatrix(wtype, raw, n_in, name="test")
-    results = []
-    for th in threads_list:
-        set_threads(th)
-        results.append(matmul(w, x))
-    got = results[0].astype(np.float64)
-    assert (np.abs(got - twin) <= fsum).all(), f"{wtype.name}: kernel vs twin off by {np.abs(got - twin).max()}"
-    for r in results[1:]:
-        np.testing.assert_array_equal(r, results[0])
-    return got
+    old = kernel_set()
+    try:
+        for ks in AVAILABLE_KERNEL_SETS:
+            set_kernel_set(ks)
+            results = []
+            for th in threads_list:
+                set_threads(th)
+                results.append(matmul(w, x))
+            got = results[0].astype(np.float64)
+            err = np.abs(got - twin).max()
+            assert (np.abs(got - twin) <= fsum).all(), f"{wtype.name} {ks} kernels vs twin off by {err}"
+            for r in results[1:]:
+                np.testing.assert_array_equal(r, results[0])
+    finally:
+        set_kernel_set(old)
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,6 +289,19 @@ def test_from_tensor_rejects_1d():
 
     with pytest.raises(ModelError, match=r"v\.weight.*2-D.*\(640,\)"):
         QMatrix.from_tensor(Info)
+
+
+def test_unknown_kernel_set_is_named():
+    with pytest.raises(UsageError, match=r"kernel set 'neon' is not available here; available: .*portable"):
+        set_kernel_set("neon")
+
+
+def test_avx2_detected_on_x86_with_avx2():
+    """The fast path must not silently fall back on a CPU that has AVX2."""
+    import llvmlite.binding
+
+    if llvmlite.binding.get_host_cpu_features().get("avx2", False) and not dot.numba.config.CPU_NAME:
+        assert dot.HAS_AVX2 and kernel_set() == "avx2"
 
 
 def test_matmul_bad_x_and_out():

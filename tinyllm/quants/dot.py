@@ -8,8 +8,13 @@ scales, int32 bsums). Each kernel has a plain-NumPy twin in `dot_ref.py`.
 """
 import math
 
+import llvmlite.binding as llvm_binding
+import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..jit import jit_exact, jit_fast
 
@@ -317,41 +322,62 @@ def _sum8_q4(isub, w0, w1, w2, w3, yq, t, e):
         )
 
 
+@jit_fast(inline="always")
+def _kmin_finish(t, tl, b, j, sc, mn, ys, isub, isum, summ):
+    """After sub-block j's sums: isum += sc_j * isub, summ += m_j * (Q8_K bsums of j's 32 elements)."""
+    bs = ys[t, 2 * j] + ys[t, 2 * j + 1]
+    s = sc[tl, j]
+    m = mn[tl, j]
+    for r in range(isub.shape[0]):
+        isum[r] += np.int32(s[r]) * isub[r]
+        summ[r] += np.int32(m[r]) * bs
+
+
+@jit_fast(inline="always")
+def _kmin_scale(t, tl, b, d, dmin, yd, isum, summ, facc):
+    """facc += d*dy * isum - dmin*dy * summ for super-block b (kquants.md §4.4)."""
+    dy = yd[t, b]
+    db = d[tl, b]
+    dm = dmin[tl, b]
+    for r in range(facc.shape[0]):
+        facc[r] += (db[r] * dy) * np.float32(isum[r]) - (dm[r] * dy) * np.float32(summ[r])
+
+
 @jit_fast
-def _tile_kmin(out, t, tl, q4, qh, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, facc):
-    """Q4_K (qh has no rows: shape[0] == 0) or Q5_K, one tile, one token."""
-    R = facc.shape[0]
-    nb = d.shape[1]
-    five = qh.shape[0] > 0
+def _tile_q4_K(out, t, tl, q4, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, facc):
     facc[:] = 0
-    for b in range(nb):
+    for b in range(d.shape[1]):
         isum[:] = 0
         summ[:] = 0
-        for j in range(8 * b, 8 * b + 8):  # sub-blocks of 32
+        for j in range(8 * b, 8 * b + 8):  # sub-blocks of 32 = 4 groups of 8 elements
             isub[:] = 0
-            for g in range(4 * j, 4 * j + 4):  # groups of 8 elements
+            for g in range(4 * j, 4 * j + 4):
                 p = 4 * g
-                if five:
-                    _sum8_q5(isub, q4[tl, p], q4[tl, p + 1], q4[tl, p + 2], q4[tl, p + 3], qh[tl, g], yq, t, 8 * g)
-                else:
-                    _sum8_q4(isub, q4[tl, p], q4[tl, p + 1], q4[tl, p + 2], q4[tl, p + 3], yq, t, 8 * g)
-            bs = ys[t, 2 * j] + ys[t, 2 * j + 1]
-            s = sc[tl, j]
-            m = mn[tl, j]
-            for r in range(R):
-                isum[r] += np.int32(s[r]) * isub[r]
-                summ[r] += np.int32(m[r]) * bs
-        dy = yd[t, b]
-        db = d[tl, b]
-        dm = dmin[tl, b]
-        for r in range(R):
-            facc[r] += (db[r] * dy) * np.float32(isum[r]) - (dm[r] * dy) * np.float32(summ[r])
-    _store(out, t, tl * R, facc)
+                _sum8_q4(isub, q4[tl, p], q4[tl, p + 1], q4[tl, p + 2], q4[tl, p + 3], yq, t, 8 * g)
+            _kmin_finish(t, tl, b, j, sc, mn, ys, isub, isum, summ)
+        _kmin_scale(t, tl, b, d, dmin, yd, isum, summ, facc)
+    _store(out, t, tl * facc.shape[0], facc)
+
+
+@jit_fast
+def _tile_q5_K(out, t, tl, q4, qh, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, facc):
+    facc[:] = 0
+    for b in range(d.shape[1]):
+        isum[:] = 0
+        summ[:] = 0
+        for j in range(8 * b, 8 * b + 8):
+            isub[:] = 0
+            for g in range(4 * j, 4 * j + 4):
+                p = 4 * g
+                _sum8_q5(isub, q4[tl, p], q4[tl, p + 1], q4[tl, p + 2], q4[tl, p + 3], qh[tl, g], yq, t, 8 * g)
+            _kmin_finish(t, tl, b, j, sc, mn, ys, isub, isum, summ)
+        _kmin_scale(t, tl, b, d, dmin, yd, isum, summ, facc)
+    _store(out, t, tl * facc.shape[0], facc)
 
 
 @jit_fast(parallel=True)
 def mm_q4_K(out, q4, qh, sc, mn, d, dmin, yq, yd, ys):
-    """Q4_K (qh empty) / Q5_K weights x Q8_K activations; ys are the Q8_K bsums (per 16)."""
+    """Q4_K weights x Q8_K activations; qh is empty; ys are the Q8_K bsums (per 16)."""
     T = out.shape[0]
     ntile = q4.shape[0]
     R = d.shape[2]
@@ -363,7 +389,24 @@ def mm_q4_K(out, q4, qh, sc, mn, d, dmin, yq, yd, ys):
         facc = np.empty(R, np.float32)
         for tl in range(c * per, min(ntile, c * per + per)):
             for t in range(T):
-                _tile_kmin(out, t, tl, q4, qh, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, facc)
+                _tile_q4_K(out, t, tl, q4, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, facc)
+
+
+@jit_fast(parallel=True)
+def mm_q5_K(out, q4, qh, sc, mn, d, dmin, yq, yd, ys):
+    """Q5_K weights x Q8_K activations; ys are the Q8_K bsums (per 16)."""
+    T = out.shape[0]
+    ntile = q4.shape[0]
+    R = d.shape[2]
+    per, nchunk = _chunking(ntile)
+    for c in prange(nchunk):
+        isub = np.empty(R, np.int32)
+        isum = np.empty(R, np.int32)
+        summ = np.empty(R, np.int32)
+        facc = np.empty(R, np.float32)
+        for tl in range(c * per, min(ntile, c * per + per)):
+            for t in range(T):
+                _tile_q5_K(out, t, tl, q4, qh, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, facc)
 
 
 @jit_fast
@@ -437,6 +480,406 @@ def mm_q6_K(out, q4, qh, sc, d, yq, yd, ys):
         for tl in range(c * per, min(ntile, c * per + per)):
             for t in range(T):
                 _tile_q6_K(out, t, tl, q4, qh, sc, d, yq, yd, ys, isub, isum, corr, facc)
+
+
+# ---------------------------------------------------------------------------------------
+# AVX2 kernels. AVX2's vpmaddubsw multiplies 32 unsigned bytes by 32 signed bytes and adds
+# adjacent pairs into 16 int16 lanes: with the tiled layout, one instruction does 2 elements
+# x 16 rows (32 MACs), where the portable kernels do 8 per instruction. LLVM never emits it
+# from plain code (it needs a saturating add in the IR), so it is called through an LLVM
+# intrinsic. Each tile block is first unpacked into a small buffer of unsigned bytes
+#
+#   qb uint8 (pairs, 2R): [pair p][row r][element 2p, 2p+1]
+#
+# once, then multiplied against every token's activation pairs. No saturation can occur:
+# int16 lanes sum at most K pairs, K chosen per type below (|y| <= 127 after quantization).
+# Q8_0's signed weights use vpmaddwd (int16 x int16 -> int32) instead.
+
+I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+V16I8, V32I8 = ir.VectorType(I8, 16), ir.VectorType(I8, 32)
+V16I16, V32I16 = ir.VectorType(I16, 16), ir.VectorType(I16, 32)
+V8I32, V16I32 = ir.VectorType(I32, 8), ir.VectorType(I32, 16)
+_INTERLEAVE_16 = ir.Constant(ir.VectorType(I32, 32), [i // 2 + 16 * (i % 2) for i in range(32)])
+
+
+def _host_has_avx2() -> bool:
+    """True when Numba compiles for a CPU with AVX2 (the host unless NUMBA_CPU_NAME says otherwise)."""
+    if not llvm_binding.get_host_cpu_features().get("avx2", False):
+        return False
+    name = numba.config.CPU_NAME
+    if name and name != "host":
+        return "+avx2" in (numba.config.CPU_FEATURES or "")
+    return True
+
+
+HAS_AVX2 = _host_has_avx2()
+
+
+def _vec_ptr(context, builder, aty, aval, off, offty, vty):
+    """Pointer to a vector of type vty at element `off` of the 1-D array aval."""
+    ary = context.make_array(aty)(context, builder, aval)
+    off = context.cast(builder, off, offty, types.intp)
+    return builder.bitcast(builder.gep(ary.data, [off]), vty.as_pointer())
+
+
+def _offset(context, builder, base, basety, step, stepty, k):
+    """base + k * step as intp."""
+    base = context.cast(builder, base, basety, types.intp)
+    step = context.cast(builder, step, stepty, types.intp)
+    return builder.add(base, builder.mul(step, ir.Constant(step.type, k)))
+
+
+def _splat(builder, value, vty):
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(I32, vty.count), [0] * vty.count))
+
+
+def _make_mac_u8(K):
+    """acc[ao:ao+16] += Σ_{k<K} pairsum(qb[qo + k*qs : +32] (uint8) * (y2[yo+k] as two int8)),
+    summed in int16 lanes (one per row), then sign-extended and added in int32."""
+
+    @intrinsic
+    def mac_u8(typingctx, acc, ao, qb, qo, qs, y2, yo):
+        sig = types.void(acc, ao, qb, qo, qs, y2, yo)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw"
+            )
+            s = None
+            for k in range(K):
+                off = _offset(context, builder, args[3], A[3], args[4], A[4], k)
+                w = builder.load(_vec_ptr(context, builder, A[2], args[2], off, types.intp, V32I8), align=1)
+                yo = _offset(context, builder, args[6], A[6], ir.Constant(I32, 1), types.int32, k)
+                y = builder.load(_vec_ptr(context, builder, A[5], args[5], yo, types.intp, I16), align=2)
+                p = builder.call(fn, [w, builder.bitcast(_splat(builder, y, V16I16), V32I8)])
+                s = p if s is None else builder.add(s, p)
+            ap = _vec_ptr(context, builder, A[0], args[0], args[1], A[1], V16I32)
+            builder.store(builder.add(builder.load(ap, align=4), builder.sext(s, V16I32)), ap, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return mac_u8
+
+
+_mac_u8_2 = _make_mac_u8(2)  # Q6_K: pair sums <= 2*63*127, two fit in int16
+_mac_u8_4 = _make_mac_u8(4)  # Q5: <= 2*31*127 per pair
+_mac_u8_8 = _make_mac_u8(8)  # Q4: <= 2*15*127 per pair
+
+
+def _make_mac_i8(K):
+    """acc[ao:ao+16] += Σ_{k<K} pairsum(qb[qo + k*qs : +32] (int8) * y2[yo+k]) with vpmaddwd
+    (int16 x int16 -> int32 pair sums): Q8_0's signed weights."""
+
+    @intrinsic
+    def mac_i8(typingctx, acc, ao, qb, qo, qs, y2, yo):
+        sig = types.void(acc, ao, qb, qo, qs, y2, yo)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V8I32, [V16I16, V16I16]), "llvm.x86.avx2.pmadd.wd"
+            )
+            lo_idx = ir.Constant(ir.VectorType(I32, 16), list(range(16)))
+            hi_idx = ir.Constant(ir.VectorType(I32, 16), list(range(16, 32)))
+            s_lo = s_hi = None
+            for k in range(K):
+                off = _offset(context, builder, args[3], A[3], args[4], A[4], k)
+                w = builder.sext(builder.load(_vec_ptr(context, builder, A[2], args[2], off, types.intp, V32I8), align=1), V32I16)
+                yo = _offset(context, builder, args[6], A[6], ir.Constant(I32, 1), types.int32, k)
+                y = builder.load(_vec_ptr(context, builder, A[5], args[5], yo, types.intp, ir.VectorType(I8, 2)), align=2)
+                y32 = builder.bitcast(builder.sext(y, ir.VectorType(I16, 2)), I32)  # (y0, y1) as two int16
+                yv = builder.bitcast(_splat(builder, y32, V8I32), V16I16)
+                p_lo = builder.call(fn, [builder.shuffle_vector(w, w, lo_idx), yv])
+                p_hi = builder.call(fn, [builder.shuffle_vector(w, w, hi_idx), yv])
+                s_lo = p_lo if s_lo is None else builder.add(s_lo, p_lo)
+                s_hi = p_hi if s_hi is None else builder.add(s_hi, p_hi)
+            both = builder.shuffle_vector(s_lo, s_hi, ir.Constant(ir.VectorType(I32, 16), list(range(16))))
+            ap = _vec_ptr(context, builder, A[0], args[0], args[1], A[1], V16I32)
+            builder.store(builder.add(builder.load(ap, align=4), both), ap, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return mac_i8
+
+
+_mac_i8_16 = _make_mac_i8(16)  # a whole Q8_0 block; int32 sums cannot overflow
+
+
+def _make_unpack(bits):
+    """Unpack one group of 16 rows into qb: 4 pairs (4-bit, 5-bit) or 2 pairs (6-bit).
+
+    src holds the nibble-pair bytes (16 per pair), h the high-bit bytes of the group
+    (5-bit: bit k = element k of 8; 6-bit: bits 2k..2k+1 = element k of 4). Pair k goes to
+    qb[qbo + k*qbs : +32] as [row][lo, hi] bytes."""
+    npairs = 2 if bits == 6 else 4
+
+    @intrinsic
+    def unpack(typingctx, qb, qbo, qbs, src, so, ss, h, ho):
+        sig = types.void(qb, qbo, qbs, src, so, ss, h, ho)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+
+            def c8(v):
+                return ir.Constant(V16I8, [v] * 16)
+
+            if bits > 4:
+                hv = builder.load(_vec_ptr(context, builder, A[6], args[6], args[7], A[7], V16I8), align=1)
+            for k in range(npairs):
+                off = _offset(context, builder, args[4], A[4], args[5], A[5], k)
+                x = builder.load(_vec_ptr(context, builder, A[3], args[3], off, types.intp, V16I8), align=1)
+                lo = builder.and_(x, c8(15))
+                hi = builder.lshr(x, c8(4))
+                if bits == 5:
+                    lo = builder.or_(lo, builder.shl(builder.and_(builder.lshr(hv, c8(2 * k)), c8(1)), c8(4)))
+                    hi = builder.or_(hi, builder.shl(builder.and_(builder.lshr(hv, c8(2 * k + 1)), c8(1)), c8(4)))
+                elif bits == 6:
+                    lo = builder.or_(lo, builder.shl(builder.and_(builder.lshr(hv, c8(4 * k)), c8(3)), c8(4)))
+                    hi = builder.or_(hi, builder.shl(builder.and_(builder.lshr(hv, c8(4 * k + 2)), c8(3)), c8(4)))
+                pairs = builder.shuffle_vector(lo, hi, _INTERLEAVE_16)
+                dst = _offset(context, builder, args[1], A[1], args[2], A[2], k)
+                builder.store(pairs, _vec_ptr(context, builder, A[0], args[0], dst, types.intp, V32I8), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return unpack
+
+
+_unpack4 = _make_unpack(4)
+_unpack5 = _make_unpack(5)
+_unpack6 = _make_unpack(6)
+
+
+@jit_fast(inline="always")
+def _avx2_chunks(ntile, T, R, pairs):
+    """Chunking plus the per-chunk scratch: unpacked block, int32 block sums, float accumulators."""
+    per = max(1, -(-ntile // 16))
+    nchunk = (ntile + per - 1) // per
+    qb = np.empty((nchunk, pairs * 2 * R), np.uint8)
+    isub = np.empty((nchunk, 3, R), np.int32)
+    facc = np.empty((nchunk, T, R), np.float32)
+    return per, nchunk, qb, isub, facc
+
+
+@jit_fast(inline="always")
+def _store_tile(out, tl, facc):
+    R = facc.shape[1]
+    n = min(R, out.shape[1] - tl * R)
+    for t in range(out.shape[0]):
+        for r in range(n):
+            out[t, tl * R + r] = facc[t, r]
+
+
+@jit_fast(parallel=True)
+def mm_q8_0_avx2(out, q8, d, yq, yd, ys):
+    """Q8_0 weights x Q8_0 activations (vpmaddwd on the stored int8 pairs, no unpacking)."""
+    T = out.shape[0]
+    ntile, npair, R2 = q8.shape
+    R = R2 // 2
+    nb = d.shape[1]
+    y2 = yq.view(np.int16)
+    q8f = q8.reshape(-1)
+    per, nchunk, qb, isub, facc = _avx2_chunks(ntile, T, R, 0)
+    for c in prange(nchunk):
+        acc = isub[c, 0]
+        for tl in range(c * per, min(ntile, c * per + per)):
+            facc[c] = 0
+            for b in range(nb):
+                db = d[tl, b]
+                for t in range(T):
+                    acc[:] = 0
+                    for rc in range(0, R, 16):
+                        _mac_i8_16(acc, rc, q8f, (tl * npair + 16 * b) * R2 + 2 * rc, R2, y2[t], 16 * b)
+                    dy = yd[t, b]
+                    ft = facc[c, t]
+                    for r in range(R):
+                        ft[r] += np.float32(acc[r]) * (db[r] * dy)
+            _store_tile(out, tl, facc[c])
+
+
+@jit_fast(parallel=True)
+def mm_q4_0_avx2(out, q4, d, yq, yd, ys):
+    """Q4_0 weights x Q8_0 activations."""
+    T = out.shape[0]
+    ntile, npair, R = q4.shape
+    nb = d.shape[1]
+    y2 = yq.view(np.int16)
+    q4f = q4.reshape(-1)
+    R2 = 2 * R
+    per, nchunk, qb, isub, facc = _avx2_chunks(ntile, T, R, 16)
+    for c in prange(nchunk):
+        buf = qb[c]
+        acc = isub[c, 0]
+        for tl in range(c * per, min(ntile, c * per + per)):
+            facc[c] = 0
+            for b in range(nb):
+                for g in range(4):
+                    for rc in range(0, R, 16):
+                        _unpack4(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 16 * b + 4 * g) * R + rc, R, q4f, 0)
+                db = d[tl, b]
+                for t in range(T):
+                    acc[:] = 0
+                    for h in range(2):
+                        for rc in range(0, R, 16):
+                            _mac_u8_8(acc, rc, buf, 8 * h * R2 + 2 * rc, R2, y2[t], 16 * b + 8 * h)
+                    off = np.int32(8 * ys[t, b])  # stored as q + 8
+                    dy = yd[t, b]
+                    ft = facc[c, t]
+                    for r in range(R):
+                        ft[r] += np.float32(np.int32(acc[r] - off)) * (db[r] * dy)
+            _store_tile(out, tl, facc[c])
+
+
+@jit_fast(parallel=True)
+def mm_q5_0_avx2(out, q4, qh, d, yq, yd, ys):
+    """Q5_0 weights x Q8_0 activations."""
+    T = out.shape[0]
+    ntile, npair, R = q4.shape
+    ngrp = qh.shape[1]
+    nb = d.shape[1]
+    y2 = yq.view(np.int16)
+    q4f = q4.reshape(-1)
+    qhf = qh.reshape(-1)
+    R2 = 2 * R
+    per, nchunk, qb, isub, facc = _avx2_chunks(ntile, T, R, 16)
+    for c in prange(nchunk):
+        buf = qb[c]
+        acc = isub[c, 0]
+        for tl in range(c * per, min(ntile, c * per + per)):
+            facc[c] = 0
+            for b in range(nb):
+                for g in range(4):
+                    for rc in range(0, R, 16):
+                        _unpack5(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 16 * b + 4 * g) * R + rc, R,
+                                 qhf, (tl * ngrp + 4 * b + g) * R + rc)
+                db = d[tl, b]
+                for t in range(T):
+                    acc[:] = 0
+                    for g in range(4):
+                        for rc in range(0, R, 16):
+                            _mac_u8_4(acc, rc, buf, 4 * g * R2 + 2 * rc, R2, y2[t], 16 * b + 4 * g)
+                    off = np.int32(16 * ys[t, b])  # stored as q + 16
+                    dy = yd[t, b]
+                    ft = facc[c, t]
+                    for r in range(R):
+                        ft[r] += np.float32(np.int32(acc[r] - off)) * (db[r] * dy)
+            _store_tile(out, tl, facc[c])
+
+
+@jit_fast(inline="always")
+def _kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, five):
+    """Q4_K (five=False, qh unused) / Q5_K weights x Q8_K activations."""
+    T = out.shape[0]
+    ntile, npair, R = q4.shape
+    ngrp = qh.shape[1]
+    nb = d.shape[1]
+    y2 = yq.view(np.int16)
+    q4f = q4.reshape(-1)
+    qhf = qh.reshape(-1)
+    R2 = 2 * R
+    per, nchunk, qb, isub, facc = _avx2_chunks(ntile, T, R, 128)
+    for c in prange(nchunk):
+        buf = qb[c]
+        acc = isub[c, 0]
+        isum = isub[c, 1]
+        summ = isub[c, 2]
+        for tl in range(c * per, min(ntile, c * per + per)):
+            facc[c] = 0
+            for b in range(nb):
+                for g in range(32):  # 32 groups of 4 pairs = 256 elements
+                    for rc in range(0, R, 16):
+                        if five:
+                            _unpack5(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 128 * b + 4 * g) * R + rc, R,
+                                     qhf, (tl * ngrp + 32 * b + g) * R + rc)
+                        else:
+                            _unpack4(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 128 * b + 4 * g) * R + rc, R, q4f, 0)
+                db = d[tl, b]
+                dm = dmin[tl, b]
+                for t in range(T):
+                    isum[:] = 0
+                    summ[:] = 0
+                    for j in range(8):  # sub-blocks of 32 = 16 pairs
+                        acc[:] = 0
+                        for q in range(0, 16, 4 if five else 8):
+                            for rc in range(0, R, 16):
+                                if five:
+                                    _mac_u8_4(acc, rc, buf, (16 * j + q) * R2 + 2 * rc, R2, y2[t], 128 * b + 16 * j + q)
+                                else:
+                                    _mac_u8_8(acc, rc, buf, (16 * j + q) * R2 + 2 * rc, R2, y2[t], 128 * b + 16 * j + q)
+                        bs = ys[t, 16 * b + 2 * j] + ys[t, 16 * b + 2 * j + 1]
+                        s = sc[tl, 8 * b + j]
+                        m = mn[tl, 8 * b + j]
+                        for r in range(R):
+                            isum[r] += np.int32(s[r]) * acc[r]
+                            summ[r] += np.int32(m[r]) * bs
+                    dy = yd[t, b]
+                    ft = facc[c, t]
+                    for r in range(R):
+                        ft[r] += (db[r] * dy) * np.float32(isum[r]) - (dm[r] * dy) * np.float32(summ[r])
+            _store_tile(out, tl, facc[c])
+
+
+@jit_fast(parallel=True)
+def mm_q4_K_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys):
+    """Q4_K weights x Q8_K activations."""
+    _kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, False)
+
+
+@jit_fast(parallel=True)
+def mm_q5_K_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys):
+    """Q5_K weights x Q8_K activations."""
+    _kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, True)
+
+
+@jit_fast(parallel=True)
+def mm_q6_K_avx2(out, q4, qh, sc, d, yq, yd, ys):
+    """Q6_K weights x Q8_K activations."""
+    T = out.shape[0]
+    ntile, npair, R = q4.shape
+    ngrp = qh.shape[1]
+    nb = d.shape[1]
+    y2 = yq.view(np.int16)
+    q4f = q4.reshape(-1)
+    qhf = qh.reshape(-1)
+    R2 = 2 * R
+    per, nchunk, qb, isub, facc = _avx2_chunks(ntile, T, R, 128)
+    for c in prange(nchunk):
+        buf = qb[c]
+        acc = isub[c, 0]
+        isum = isub[c, 1]
+        corr = isub[c, 2]
+        for tl in range(c * per, min(ntile, c * per + per)):
+            facc[c] = 0
+            for b in range(nb):
+                for g in range(64):  # 64 groups of 2 pairs = 256 elements
+                    for rc in range(0, R, 16):
+                        _unpack6(buf, 2 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 128 * b + 2 * g) * R + rc, R,
+                                 qhf, (tl * ngrp + 64 * b + g) * R + rc)
+                db = d[tl, b]
+                for t in range(T):
+                    isum[:] = 0
+                    corr[:] = 0
+                    for j in range(16):  # sub-blocks of 16 = 8 pairs
+                        acc[:] = 0
+                        for q in range(0, 8, 2):
+                            for rc in range(0, R, 16):
+                                _mac_u8_2(acc, rc, buf, (8 * j + q) * R2 + 2 * rc, R2, y2[t], 128 * b + 8 * j + q)
+                        bs = ys[t, 16 * b + j]
+                        s = sc[tl, 16 * b + j]
+                        for r in range(R):
+                            sr = np.int32(s[r])
+                            isum[r] += sr * acc[r]
+                            corr[r] += sr * bs
+                    dy = yd[t, b]
+                    ft = facc[c, t]
+                    for r in range(R):
+                        ft[r] += (db[r] * dy) * np.float32(np.int32(isum[r] - 32 * corr[r]))  # stored as q + 32
+            _store_tile(out, tl, facc[c])
 
 
 # ---------------------------------------------------------------------------------------

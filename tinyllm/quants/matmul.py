@@ -204,17 +204,46 @@ def quantize_activations(wtype, x: np.ndarray):
     return qs, d, ys
 
 
-_KERNELS = {
-    GGMLType.Q8_0: dot.mm_q8_0,
-    GGMLType.Q4_0: dot.mm_q4_0,
-    GGMLType.Q5_0: dot.mm_q5_0,
-    GGMLType.Q4_K: dot.mm_q4_K,
-    GGMLType.Q5_K: dot.mm_q4_K,
-    GGMLType.Q6_K: dot.mm_q6_K,
-    GGMLType.F32: dot.mm_f32,
-    GGMLType.F16: dot.mm_f16,
-    GGMLType.BF16: dot.mm_bf16,
+_FLOAT_KERNELS = {GGMLType.F32: dot.mm_f32, GGMLType.F16: dot.mm_f16, GGMLType.BF16: dot.mm_bf16}
+KERNEL_SETS = {
+    # plain Numba loops: any CPU
+    "portable": {
+        GGMLType.Q8_0: dot.mm_q8_0,
+        GGMLType.Q4_0: dot.mm_q4_0,
+        GGMLType.Q5_0: dot.mm_q5_0,
+        GGMLType.Q4_K: dot.mm_q4_K,
+        GGMLType.Q5_K: dot.mm_q5_K,
+        GGMLType.Q6_K: dot.mm_q6_K,
+        **_FLOAT_KERNELS,
+    },
+    # vpmaddubsw / vpmaddwd through LLVM intrinsics: x86-64 with AVX2
+    "avx2": {
+        GGMLType.Q8_0: dot.mm_q8_0_avx2,
+        GGMLType.Q4_0: dot.mm_q4_0_avx2,
+        GGMLType.Q5_0: dot.mm_q5_0_avx2,
+        GGMLType.Q4_K: dot.mm_q4_K_avx2,
+        GGMLType.Q5_K: dot.mm_q5_K_avx2,
+        GGMLType.Q6_K: dot.mm_q6_K_avx2,
+        **_FLOAT_KERNELS,
+    },
 }
+AVAILABLE_KERNEL_SETS = ("avx2", "portable") if dot.HAS_AVX2 else ("portable",)
+_kernels = KERNEL_SETS[AVAILABLE_KERNEL_SETS[0]]
+
+
+def set_kernel_set(name: str) -> str:
+    """Choose the kernels matmul uses ('avx2' where the CPU has it, else 'portable'); returns
+    the previous choice. For tests and benchmarks: both sets compute the same integer sums."""
+    global _kernels
+    if name not in AVAILABLE_KERNEL_SETS:
+        raise UsageError(f"kernel set {name!r} is not available here; available: {', '.join(AVAILABLE_KERNEL_SETS)}")
+    old = kernel_set()
+    _kernels = KERNEL_SETS[name]
+    return old
+
+
+def kernel_set() -> str:
+    return next(k for k, v in KERNEL_SETS.items() if v is _kernels)
 
 
 def matmul(w: QMatrix, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -232,9 +261,9 @@ def matmul(w: QMatrix, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
         raise UsageError(f"matmul with {w!r}: out must be C-contiguous float32 {(T, w.n_out)}, got {out.dtype} {out.shape}")
     o2 = out.reshape(T, w.n_out)
     if w.type in FLOAT_WEIGHTS:
-        _KERNELS[w.type](o2, *w.arrays, x)
+        _kernels[w.type](o2, *w.arrays, x)
     else:
-        _KERNELS[w.type](o2, *w.arrays, *quantize_activations(w.type, x))
+        _kernels[w.type](o2, *w.arrays, *quantize_activations(w.type, x))
     return out
 
 
