@@ -125,6 +125,12 @@ def _load_row_impl(dst, src):
     return None
 
 
+@jit_fast
+def kv_row_to_f32(dst, src):
+    """load_row callable from Python (tests, inspection)."""
+    load_row(dst, src)
+
+
 # -- norms, activations, RoPE -------------------------------------------------------------------
 
 
