@@ -191,6 +191,16 @@ def test_q4_0_all_negative_zero_block_keeps_cs_signed_zero():
     assert (b["qs"] == 0x88).all()
 
 
+def test_subnormal_block_scale_follows_x86_conversions():
+    # amax 1e-40: d = amax/127 is a float32 subnormal, 1/d = inf, x*inf = inf (0*inf = NaN);
+    # (int8_t) of those is the low byte of cvttss2si's INT32_MIN, i.e. 0, and fp16(d) = 0
+    x = np.zeros((1, 32), np.float32)
+    x[0, :4] = [1e-40, -1e-40, 5e-41, 0.0]
+    for t in (GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q5_1):
+        b = blocks(quantize_ref(x, t), t)
+        assert b["d"][0] == 0 and (b["qs"] == 0).all(), t.name
+
+
 @pytest.mark.parametrize(
     "t, limit",
     [(GGMLType.Q4_0, 0.002), (GGMLType.Q4_1, 0.002), (GGMLType.Q5_0, 0.002), (GGMLType.Q5_1, 0.002),
@@ -288,5 +298,5 @@ def test_quantize_ref_other_errors():
         quantize_ref(np.zeros((1, 256), np.float32), GGMLType.Q2_K)
     x = np.zeros((3, 32), np.float32)
     x[2, 0] = 1e7  # d = 1e7/127 > 65504: fp16 Inf, which ggml_validate_row_data rejects
-    with pytest.raises(QuantizationError, match="row 2: Q8_0 block scale d overflows fp16"):
+    with pytest.raises(QuantizationError, match=r"row 2: Q8_0 block scale d overflows fp16 .* is 1e\+07\)"):
         quantize_ref(x, GGMLType.Q8_0)

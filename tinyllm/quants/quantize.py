@@ -112,6 +112,18 @@ def _roundf(v):
     return t + (_F1 if r >= _F_HALF else _F0) - (_F1 if r <= -_F_HALF else _F0)
 
 
+_TWO_31 = F32(2.0**31)
+
+
+@jit_exact
+def _c_int8(v):
+    """`(int8_t)(float)` as x86-64 compiles it: cvttss2si (INT32_MIN for NaN, Inf or
+    |v| >= 2^31, which a subnormal block scale can produce), then the low byte, sign-extended.
+    Written out because LLVM leaves an out-of-range conversion undefined."""
+    t = np.int32(v) if abs(v) < _TWO_31 else np.int32(-2147483648)
+    return ((np.int64(t) & 0xFF) ^ 0x80) - 0x80
+
+
 @jit_exact
 def _row_nonfinite(xu):
     """Any NaN/Inf among the uint32 bit patterns of a row (an integer OR that vectorises)."""
@@ -151,7 +163,7 @@ def _block_q8_0(xr, xu, base, o, ob):
     id = _F1 / d if d != _F0 else _F0
     _, ok = _fp16_field(o, ob, d)
     for j in range(32):
-        o[ob + 2 + j] = np.int32(_roundf(xr[base + j] * id)) & 0xFF
+        o[ob + 2 + j] = _c_int8(_roundf(xr[base + j] * id)) & 0xFF
     return ok
 
 
@@ -178,8 +190,8 @@ def _block_x_0(xr, xu, base, o, ob, nmax, five):
     qh = 0
     qs = ob + 6 if five else ob + 2
     for j in range(16):
-        a0 = min(nmax, np.int32(xr[base + j] * id + bias))
-        a1 = min(nmax, np.int32(xr[base + 16 + j] * id + bias))
+        a0 = min(nmax, _c_int8(xr[base + j] * id + bias))
+        a1 = min(nmax, _c_int8(xr[base + 16 + j] * id + bias))
         o[qs + j] = ((a0 & 0xF) | ((a1 & 0xF) << 4)) & 0xFF
         qh |= ((a0 >> 4) & 1) << j
         qh |= ((a1 >> 4) & 1) << (j + 16)
@@ -207,9 +219,9 @@ def _block_x_1(xr, base, o, ob, nmax, five):
     qh = 0
     qs = ob + 8 if five else ob + 4
     for j in range(16):
-        a0 = np.int64((xr[base + j] - mn) * id + _F_HALF)
-        a1 = np.int64((xr[base + 16 + j] - mn) * id + _F_HALF)
-        if not five:
+        a0 = _c_int8((xr[base + j] - mn) * id + _F_HALF)
+        a1 = _c_int8((xr[base + 16 + j] - mn) * id + _F_HALF)
+        if not five:  # Q4_1: MIN(15, (int8_t)(.)); Q5_1: (uint8_t)(.), the same low byte
             a0 = min(15, a0)
             a1 = min(15, a1)
         o[qs + j] = ((a0 & 0xF) | ((a1 & 0xF) << 4)) & 0xFF
@@ -838,9 +850,10 @@ def quantize(x: np.ndarray, type: GGMLType, threads: int | None = None) -> np.nd
                 f"row {r} holds a non-finite value ({x[r, c]} at column {c}); cannot quantize to {type.name}"
             )
         amax = float(np.abs(x[r]).max())
+        what = "value" if type == GGMLType.F16 else "block scale"
         raise QuantizationError(
-            f"row {r}: a {type.name} fp16 scale overflows to Inf (largest |value| in the row is {amax:g}); "
-            f"ggml rejects such blocks"
+            f"row {r}: {type.name} {what} overflows fp16 (largest |value| in the row is {amax:g}); "
+            f"ggml rejects such rows"
         )
     return out
 

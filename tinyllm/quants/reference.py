@@ -12,12 +12,27 @@ Public:
     quantize_q8_K_ref(x), quantize_q8_0_act_ref(x)   activation quantizers (§3.8, §3.9)
     fp32_to_fp16, fp32_to_bf16, bf16_to_fp32, nearest_int, roundf
 """
+import functools
+
 import numpy as np
 
 from ..errors import QuantizationError
 from .types import BLOCK_SIZES, QK8_0, QK_K, GGMLType, row_nbytes
 
 F32 = np.float32
+
+
+def _quiet(fn):
+    """Inf and NaN inside a quantizer are deliberate float32 emulation (a subnormal scale's
+    reciprocal overflows in C too): keep NumPy from warning about them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
 
 # ---------------------------------------------------------------------------------------
 # Block layouts. Multi-byte fields are little-endian; blocks follow each other with no
@@ -136,11 +151,26 @@ def nearest_int(v) -> np.ndarray:
     return (s.view(np.int32) & 0x007FFFFF) - 0x00400000
 
 
+@_quiet
 def roundf(v) -> np.ndarray:
     """C roundf on float32: half away from zero (v - trunc(v) is exact)."""
     v = np.asarray(v, dtype=F32)
     t = np.trunc(v)
     return t + np.where(np.abs(v - t) >= F32(0.5), np.sign(v), F32(0)).astype(F32)
+
+
+def c_int32(v) -> np.ndarray:
+    """float32 -> int as x86-64 converts (cvttss2si): truncation, and INT32_MIN for NaN, Inf
+    or |v| >= 2^31. ggml's `(int8_t)(float)` casts keep the low byte of this; such inputs
+    only arise from a subnormal scale (e.g. every |x| < 1.5e-36 in a Q8_0 block)."""
+    v = np.asarray(v, dtype=F32)
+    ok = np.abs(v) < F32(2.0**31)
+    return np.where(ok, np.trunc(np.where(ok, v, F32(0))), -(2.0**31)).astype(np.int64)
+
+
+def c_int8(v) -> np.ndarray:
+    """`(int8_t)(float)` on x86-64: the low byte of c_int32, sign-extended."""
+    return ((c_int32(v) & 0xFF) ^ 0x80) - 0x80
 
 
 def _first_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -284,7 +314,9 @@ def _as_rows(x: np.ndarray, type: GGMLType) -> np.ndarray:
     if bad.any():
         r = int(np.argmax(bad))
         c = int(np.argmax(~np.isfinite(x[r])))
-        raise QuantizationError(f"row {r} holds a non-finite value ({x[r, c]} at column {c}); cannot quantize to {type.name}")
+        raise QuantizationError(
+            f"row {r} holds a non-finite value ({x[r, c]} at column {c}); cannot quantize to {type.name}"
+        )
     return x
 
 
@@ -292,16 +324,18 @@ def _out(b: np.ndarray, rows: int) -> np.ndarray:
     return b.view(np.uint8).reshape(rows, -1)
 
 
-def _validate_fp16(fields: np.ndarray, rows: int, type: GGMLType, what: str) -> None:
+def _validate_fp16(fields: np.ndarray, x: np.ndarray, type: GGMLType, what: str) -> None:
     """ggml_validate_row_data: an fp16 scale that overflowed to Inf (or NaN) makes the row invalid."""
-    bad = ~np.isfinite(fields.reshape(rows, -1).astype(F32)).all(axis=1)
+    bad = ~np.isfinite(fields.reshape(x.shape[0], -1).astype(F32)).all(axis=1)
     if bad.any():
         r = int(np.argmax(bad))
         raise QuantizationError(
-            f"row {r}: {type.name} block scale {what} overflows fp16 (values too large, |x| above ~65504*range)"
+            f"row {r}: {type.name} {what} overflows fp16 (largest |value| in the row is "
+            f"{float(np.abs(x[r]).max()):g}); ggml rejects such rows"
         )
 
 
+@_quiet
 def quantize_q8_0_ref(x: np.ndarray) -> np.ndarray:
     """quantize_row_q8_0_ref (§3.1): d = amax/127, qs = roundf(x * (1/d))."""
     x = _as_rows(x, GGMLType.Q8_0)
@@ -312,11 +346,12 @@ def quantize_q8_0_ref(x: np.ndarray) -> np.ndarray:
     id = _safe_recip(d)
     b = np.zeros(xb.shape[0], BLOCK_DTYPES[GGMLType.Q8_0])
     b["d"] = fp32_to_fp16(d)
-    b["qs"] = roundf(xb * id[:, None]).astype(np.int8)
-    _validate_fp16(b["d"], rows, GGMLType.Q8_0, "d")
+    b["qs"] = c_int8(roundf(xb * id[:, None]))
+    _validate_fp16(b["d"], x, GGMLType.Q8_0, "block scale d")
     return _out(b, rows)
 
 
+@_quiet
 def quantize_q8_0_act_ref(x: np.ndarray) -> np.ndarray:
     """The x86 AVX2 activation-side Q8_0 (§3.9): same d, but qs = rint(x * (127/amax)), saturated."""
     x = _as_rows(x, GGMLType.Q8_0)
@@ -327,10 +362,12 @@ def quantize_q8_0_act_ref(x: np.ndarray) -> np.ndarray:
         id = np.where(amax != 0, F32(127) / amax, F32(0)).astype(F32)
     b = np.zeros(xb.shape[0], BLOCK_DTYPES[GGMLType.Q8_0])
     b["d"] = fp32_to_fp16(amax / F32(127))
-    b["qs"] = np.clip(np.rint(xb * id[:, None]), -128, 127).astype(np.int8)
+    # _mm256_cvtps_epi32 gives INT32_MIN for NaN/Inf/out of range; the packs saturate
+    b["qs"] = np.clip(c_int32(np.rint(xb * id[:, None])), -128, 127)
     return _out(b, rows)
 
 
+@_quiet
 def quantize_q8_K_ref(x: np.ndarray) -> np.ndarray:
     """quantize_row_q8_K (§3.8): float32 d = 1/(-127/max), qs in -127..127, bsums over 16s (0 if all zero)."""
     x = _as_rows(x, GGMLType.Q8_K)
@@ -364,11 +401,11 @@ def _quantize_x_0(x: np.ndarray, type: GGMLType) -> np.ndarray:
     half = 8 if type == GGMLType.Q4_0 else 16
     d = mx / F32(-half)
     id = _safe_recip(d)
-    q = np.minimum(2 * half - 1, np.trunc(xb * id[:, None] + F32(half + 0.5)).astype(np.int32)).astype(np.uint8)
+    q = (np.minimum(2 * half - 1, c_int8(xb * id[:, None] + F32(half + 0.5))) & 0xFF).astype(np.uint8)
     b = np.zeros(xb.shape[0], BLOCK_DTYPES[type])
     b["d"] = fp32_to_fp16(d)
     _pack_x_0(b, q)
-    _validate_fp16(b["d"], rows, type, "d")
+    _validate_fp16(b["d"], x, type, "block scale d")
     return _out(b, rows)
 
 
@@ -382,15 +419,15 @@ def _quantize_x_1(x: np.ndarray, type: GGMLType) -> np.ndarray:
     nmax = 15 if type == GGMLType.Q4_1 else 31
     d = (mx - mn) / F32(nmax)
     id = _safe_recip(d)
-    q = np.trunc((xb - mn[:, None]) * id[:, None] + F32(0.5)).astype(np.int32)
+    q = c_int8((xb - mn[:, None]) * id[:, None] + F32(0.5))
     if type == GGMLType.Q4_1:
-        q = np.minimum(15, q)  # Q5_1 has no clamp in ggml
+        q = np.minimum(15, q)  # MIN(15, (int8_t)(.)); Q5_1's (uint8_t)(.) has no clamp, same low byte
     b = np.zeros(xb.shape[0], BLOCK_DTYPES[type])
     b["d"] = fp32_to_fp16(d)
     b["m"] = fp32_to_fp16(mn)
     _pack_x_0(b, (q & 0xFF).astype(np.uint8))
-    _validate_fp16(b["d"], rows, type, "d")
-    _validate_fp16(b["m"], rows, type, "m")
+    _validate_fp16(b["d"], x, type, "block scale d")
+    _validate_fp16(b["m"], x, type, "block scale m")
     return _out(b, rows)
 
 
@@ -402,6 +439,7 @@ def _pack_x_0(b: np.ndarray, q: np.ndarray) -> None:
         b["qh"] = (bits << np.arange(32, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
 
 
+@_quiet
 def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
     """§3.4 over many sub-blocks at once: x, w (N, n) float32 -> (scale (N,), the_min (N,), L (N, n) uint8).
 
@@ -454,6 +492,7 @@ def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
     return scale, (-mn).astype(F32), L
 
 
+@_quiet
 def make_qx_quants_rmse1(x: np.ndarray, nmax: int):
     """§3.5 with rmse_type 1 and no imatrix over many sub-blocks: x (N, n) -> (scale (N,), L (N, n) uint8).
 
@@ -537,8 +576,8 @@ def _quantize_k4_k5(x: np.ndarray, type: GGMLType) -> np.ndarray:
     if type == GGMLType.Q5_K:
         hb = (L >> 4) & 1  # (nb, 8, 32): bit j of qh[l]
         b["qh"] = (hb << np.arange(8, dtype=np.uint8)[None, :, None]).sum(axis=1, dtype=np.uint8)
-    _validate_fp16(b["d"], rows, type, "d")
-    _validate_fp16(b["dmin"], rows, type, "dmin")
+    _validate_fp16(b["d"], x, type, "block scale d")
+    _validate_fp16(b["dmin"], x, type, "block scale dmin")
     return _out(b, rows)
 
 
@@ -576,12 +615,14 @@ def quantize_q6_K_ref(x: np.ndarray) -> np.ndarray:
         [(L[:, :, 0] & 0x0F) | ((L[:, :, 2] & 0x0F) << 4), (L[:, :, 1] & 0x0F) | ((L[:, :, 3] & 0x0F) << 4)],
         axis=2,
     ).reshape(nb, 128)
-    b["qh"] = ((L[:, :, 0] >> 4) | ((L[:, :, 1] >> 4) << 2) | ((L[:, :, 2] >> 4) << 4) | ((L[:, :, 3] >> 4) << 6)).reshape(nb, 64)
+    hi = L >> 4  # (nb, 2, 4, 32): the top 2 bits of group g go to bits 2g of qh[32h + l]
+    b["qh"] = (hi[:, :, 0] | (hi[:, :, 1] << 2) | (hi[:, :, 2] << 4) | (hi[:, :, 3] << 6)).reshape(nb, 64)
     b[zero] = np.zeros(1, BLOCK_DTYPES[GGMLType.Q6_K])
-    _validate_fp16(b["d"], rows, GGMLType.Q6_K, "d")
+    _validate_fp16(b["d"], x, GGMLType.Q6_K, "block scale d")
     return _out(b, rows)
 
 
+@_quiet
 def quantize_ref(x: np.ndarray, type: GGMLType) -> np.ndarray:
     """Quantize float32 rows (rows, n) to `type` exactly as llama-quantize without an imatrix."""
     type = GGMLType(type)
@@ -598,7 +639,7 @@ def _quantize_float(type: GGMLType):
             y = x.copy()
         elif type == GGMLType.F16:
             y = fp32_to_fp16(x)
-            _validate_fp16(y, x.shape[0], type, "value")
+            _validate_fp16(y, x, type, "value")
         else:
             y = fp32_to_bf16(x)
         return y.view(np.uint8).reshape(x.shape[0], -1)
