@@ -261,3 +261,22 @@ def test_bench_json(capsys, tiny):
 def test_bench_errors(capsys, tiny, args, needle):
     rc, _, err = cli(capsys, "bench", "-m", tiny, *args)
     assert rc == 1 and err.startswith("tinyllm: error:") and needle in err
+
+
+def test_bench_kernels_wiring(capsys, monkeypatch):
+    # The kernel benchmark itself is tested by its owner; here only that --kernels runs it
+    # with the thread list and prints its rows.
+    import tinyllm.quants.bench as qb
+
+    seen = {}
+
+    def fake(threads=(1, 2), on_row=None, **kw):
+        seen["threads"] = threads
+        row = dict(type="Q4_K", n_out=2048, n_in=2048, T=1, threads=threads[0], seconds=1e-4, gmacs=41.9, gbs=23.6)
+        on_row(row)
+        return [row]
+
+    monkeypatch.setattr(qb, "run_kernel_bench", fake)
+    rc, out, _ = cli(capsys, "bench", "--kernels", "-t", "1")
+    assert rc == 0 and seen["threads"] == (1,)
+    assert "| Q4_K" in out and "2048x2048" in out and "23.60" in out
