@@ -690,6 +690,7 @@ def _rows_q6_K(x, xu, out, status):
 
 @jit_exact
 def _block_q8_K(xr, base, o, ob):
+    """quantize_row_q8_K (§3.8): float32 d = 1/(-127/max), bsums over 16s (zeros for an all-zero block)."""
     amax = _F0
     mx = _F0
     for j in range(256):

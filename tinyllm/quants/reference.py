@@ -17,7 +17,7 @@ import functools
 import numpy as np
 
 from ..errors import QuantizationError
-from .types import BLOCK_SIZES, QK8_0, QK_K, GGMLType, row_nbytes
+from .types import BLOCK_SIZES, QK8_0, QK_K, GGMLType
 
 F32 = np.float32
 
