@@ -280,3 +280,24 @@ def test_bench_kernels_wiring(capsys, monkeypatch):
     rc, out, _ = cli(capsys, "bench", "--kernels", "-t", "1")
     assert rc == 0 and seen["threads"] == (1,)
     assert "| Q4_K" in out and "2048x2048" in out and "23.60" in out
+
+
+def test_run_ctrl_c_stops_cleanly_with_stats(tiny):
+    import signal
+    import time
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tinyllm", "run", "-m", str(tiny), "-p", PROMPT, "-n", "-1", "-c", "8192",
+         "--ignore-eos", "--temp", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = p.stdout.read(1)  # generation has started
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert first and p.returncode == 130, err
+    assert "stop: interrupted" in err and "Traceback" not in err
+    assert "eval time" in err

@@ -22,6 +22,7 @@ def register(sub):
     )
     p.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
     p.add_argument("--no-bos", action="store_true", help="do not add the BOS token to the prompt")
+    p.add_argument("--ignore-eos", action="store_true", help="go on past end-of-text tokens (until -n or a full context)")
     _options.add_sampling_args(p)
     p.set_defaults(func=run)
 
@@ -52,7 +53,14 @@ def run(args):
     prompt = read_prompt(args)
     model = _options.load_model(args)
     err = sys.stderr
-    gen = generate(model, prompt, max_tokens=args.max_tokens, params=params, add_bos=False if args.no_bos else None)
+    gen = generate(
+        model,
+        prompt,
+        max_tokens=args.max_tokens,
+        params=params,
+        add_bos=False if args.no_bos else None,
+        stop_ids=() if args.ignore_eos else None,
+    )
     st = gen.stats
     if st.prompt_tokens + model.kv.n_past > model.kv.n_ctx:
         needed = st.prompt_tokens + max(args.max_tokens, 0)
@@ -69,10 +77,17 @@ def run(args):
         out.write(prompt)
         out.flush()
     text_ended_with_newline = True
-    for piece in gen:
-        out.write(piece)
-        out.flush()
-        text_ended_with_newline = piece.endswith("\n")
+    try:
+        for piece in gen:
+            out.write(piece)
+            out.flush()
+            text_ended_with_newline = piece.endswith("\n")
+    except KeyboardInterrupt:
+        # Ctrl+C between two pieces: stop cleanly, keep what was printed, show the stats.
+        gen.cancel()
+        for piece in gen:
+            out.write(piece)
+            text_ended_with_newline = piece.endswith("\n")
     if not text_ended_with_newline or args.echo and not gen.text:
         out.write("\n")
         out.flush()
