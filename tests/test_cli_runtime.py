@@ -253,6 +253,9 @@ def test_bench_json(capsys, tiny):
     for r in rows:
         assert len(r["samples_ns"]) == 2 and r["avg_ts"] > 0 and r["kv_mib"] > 0 and r["peak_rss_mib"] > 0
     assert rows[1]["weight_gbs"] > 0 and rows[0]["weight_gbs"] is None
+    # bytes per decoded token, counted from the GGUF, equal the model's own count of its matrices
+    assert rows[1]["weight_bytes_per_token"] == load(tiny, n_ctx=256).weight_nbytes()
+    assert rows[1]["weight_gbs"] == pytest.approx(rows[1]["weight_bytes_per_token"] * rows[1]["avg_ts"] / 1e9)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import TinyLLMError, UsageError
 from .quants.types import GGMLType
 
 # llama.cpp's llama_model_ftype_name
@@ -170,7 +170,10 @@ class _Tokens:
     def __init__(self, model, seed: int):
         self.rng = np.random.default_rng(seed)
         self.n_vocab = int(model.config.n_vocab)
-        tok = getattr(model, "_tokenizer", None) or getattr(model, "tokenizer", None)
+        try:
+            tok = model.tokenizer
+        except TinyLLMError:  # a model file without a usable vocabulary still benchmarks
+            tok = None
         self.bos = tok.bos_id if tok is not None and tok.add_bos else None
 
     def prompt(self, n: int, at_start: bool) -> np.ndarray:
