@@ -252,3 +252,13 @@ def test_bad_params_raise_usage_error_naming_value(field, value):
     with pytest.raises(UsageError) as e:
         Sampler(SamplingParams(**{field: value}))
     assert field in str(e.value) and str(value) in str(e.value)
+
+
+@pytest.mark.parametrize("spread", [0.01, 3.0, 30.0])
+def test_top_k_exact_with_ties_and_any_spread(spread):
+    # ties at the k-th value go to the lower ids, as a stable sort does
+    rng = np.random.default_rng(int(spread * 100))
+    x = np.round(rng.standard_normal(50000) * spread, 1).astype(np.float32)
+    for k in (1, 40, 1000, 50000):
+        ids, _ = Sampler(SamplingParams(top_k=k, top_p=1.0, min_p=0.0)).candidates(x)
+        assert ids.tolist() == np.argsort(-x.astype(np.float64), kind="stable")[:k].tolist()
