@@ -151,9 +151,10 @@ def _fp16_field(o, off, f):
 # 32-weight blocks: Q8_0, Q4_0, Q5_0, Q4_1, Q5_1
 
 
-@jit_exact
+@jit_exact(inline="always")
 def _block_q8_0(xr, xu, base, o, ob):
-    """quantize_row_q8_0_ref (§3.1)."""
+    """quantize_row_q8_0_ref (§3.1). Block functions are inlined into the row loop: called,
+    they ran at 60% of the speed."""
     # max of |x| as an integer max over the bit patterns: same value, and it vectorises
     abits = 0
     for j in range(32):
@@ -167,7 +168,7 @@ def _block_q8_0(xr, xu, base, o, ob):
     return ok
 
 
-@jit_exact
+@jit_exact(inline="always")
 def _block_x_0(xr, xu, base, o, ob, nmax, five):
     """quantize_row_q4_0_ref (nmax 15) / q5_0_ref (nmax 31, five) (§3.2, §3.3): d = max / -8 or -16,
     q = MIN(nmax, (int)(x*id + 8.5 or 16.5))."""
@@ -201,7 +202,7 @@ def _block_x_0(xr, xu, base, o, ob, nmax, five):
     return ok
 
 
-@jit_exact
+@jit_exact(inline="always")
 def _block_x_1(xr, base, o, ob, nmax, five):
     """quantize_row_q4_1_ref (nmax 15, clamped) / q5_1_ref (nmax 31, no clamp) (§3.10)."""
     mn = xr[base]
