@@ -85,6 +85,10 @@ def test_fallback_warnings_and_count(capsys, tmp_path):
     assert ("warning: blk.0.attn_q.weight                  - ncols    288 not divisible by 256 "
             "(required for type    q4_K) -> falling back to    q5_0") in err
     assert "WARNING: 2 of 2 tensor(s) required fallback quantization" in out
+    rc, out, err = _run(capsys, src, tmp_path / "o1.gguf", "Q4_K_M", "-q")
+    assert rc == 0 and not out.count("[")
+    assert err == ("warning: 2 tensor(s) have rows that do not fit their block size and fall back "
+                   "(2 x q4_K -> q5_0); run without -q to list them\n")
     rc, out, err = _run(capsys, src, tmp_path / "o2.gguf", "Q4_K_M", "--no-fallback")
     assert rc == 1 and not (tmp_path / "o2.gguf").exists()
     assert err.count("\n") == 1 and err.startswith("tinyllm: error: 2 tensor(s) would need a fallback type")

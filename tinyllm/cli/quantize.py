@@ -187,7 +187,14 @@ def _requantized(plan):
 def _report_plan(plan, args) -> None:
     from ..quant_rules import block_size, type_name
 
-    for t in plan.fallbacks:
+    if args.quiet and plan.fallbacks:
+        from collections import Counter
+
+        kinds = Counter((type_name(t.fallback_from), type_name(t.dst_type)) for t in plan.fallbacks)
+        listed = ", ".join(f"{n} x {a} -> {b}" for (a, b), n in kinds.items())
+        _warn(f"{len(plan.fallbacks)} tensor(s) have rows that do not fit their block size and fall back "
+              f"({listed}); run without -q to list them")
+    for t in plan.fallbacks if not args.quiet else ():
         _warn(f"{t.name:<36} - ncols {t.ne[0]:6d} not divisible by {block_size(t.fallback_from):3d} "
               f"(required for type {type_name(t.fallback_from):>7}) -> falling back to {type_name(t.dst_type):>7}")
     for p in plan.unmatched_overrides:
