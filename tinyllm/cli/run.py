@@ -125,8 +125,10 @@ def print_stats(gen, model, err) -> None:
         "context": "context full",
         "cancelled": "interrupted",
     }.get(st.stop_reason, str(st.stop_reason))
+    u = model.kv.usage()
     print(
-        f"stop: {reason}; generated {st.generated_tokens} tokens; KV cache {st.n_past} / {st.n_ctx} tokens",
+        f"stop: {reason}; generated {st.generated_tokens} tokens; KV cache {st.n_past} / {st.n_ctx} tokens "
+        f"({u.mib_used:.2f} MiB used of {u.mib_allocated:.2f} MiB)",
         file=err,
     )
     if st.stop_reason == "context" and gen.max_tokens < 0:
