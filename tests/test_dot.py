@@ -70,6 +70,9 @@ def test_q8_K_activation_quantizer_matches_reference(seed):
     np.testing.assert_array_equal(d.view(np.uint32), rd.view(np.uint32))  # same float32 bits
     np.testing.assert_array_equal(bsums, rbs)
     assert (bsums[1, :16] == 0).all() and d[1, 0] == 0
+    one = quantize_activations(GGMLType.Q6_K, x[4:5])  # T == 1 takes the serial quantizer
+    for a, r in zip(one, (rqs, rd, rbs)):
+        np.testing.assert_array_equal(a, r[4:5])
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -80,6 +83,9 @@ def test_q8_0_activation_quantizer_matches_reference(seed):
     np.testing.assert_array_equal(qs, rqs)
     np.testing.assert_array_equal(d.view(np.uint32), rd.view(np.uint32))
     np.testing.assert_array_equal(ys, rys)
+    one = quantize_activations(GGMLType.Q5_0, x[4:5])  # T == 1 takes the serial quantizer
+    for a, r in zip(one, (rqs, rd, rys)):
+        np.testing.assert_array_equal(a, r[4:5])
     # and the twin is a faithful split of the reference's block bytes
     raw = reference.quantize_q8_0_act_ref(x).reshape(5, -1, 34)
     np.testing.assert_array_equal(qs.reshape(5, -1, 32), raw[:, :, 2:].view(np.int8))

@@ -38,59 +38,79 @@ def fp16_round(x):
     return np.float32(r)
 
 
+@jit_exact(inline="always")
+def _q8_K_row(x, qs, d, bsums, t):
+    """Row t of x -> Q8_K (§3.8): qs int8, d float32 per 256, bsums int32 per 16 (zero for a zero block)."""
+    for b in range(x.shape[1] // 256):
+        base = b * 256
+        amax = np.float32(0.0)
+        vmax = np.float32(0.0)
+        for j in range(256):
+            v = x[t, base + j]
+            if abs(v) > amax:  # strict: the first element of largest |x| wins, with its sign
+                amax = abs(v)
+                vmax = v
+        if amax == 0:
+            d[t, b] = 0
+            for j in range(256):
+                qs[t, base + j] = 0
+            for g in range(16):
+                bsums[t, b * 16 + g] = 0
+            continue
+        iscale = np.float32(np.float32(-127.0) / vmax)
+        for g in range(16):
+            s = 0
+            for j in range(16):
+                q = min(127, int(np.rint(np.float32(iscale * x[t, base + 16 * g + j]))))
+                qs[t, base + 16 * g + j] = q
+                s += q
+            bsums[t, b * 16 + g] = s
+        d[t, b] = np.float32(np.float32(1.0) / iscale)
+
+
+@jit_exact(inline="always")
+def _q8_0_row(x, qs, d, ys, t):
+    """Row t of x -> the x86 activation Q8_0 (§3.9): d = fp16(amax/127), qs = rint(x*f32(127/amax))."""
+    for b in range(x.shape[1] // 32):
+        base = b * 32
+        amax = np.float32(0.0)
+        for j in range(32):
+            amax = max(amax, abs(x[t, base + j]))
+        d[t, b] = fp16_round(np.float32(amax / np.float32(127.0)))
+        iscale = np.float32(np.float32(127.0) / amax) if amax > 0 else np.float32(0.0)
+        s = 0
+        for j in range(32):
+            q = min(127, max(-128, int(np.rint(np.float32(x[t, base + j] * iscale)))))
+            qs[t, base + j] = q
+            s += q
+        ys[t, b] = s
+
+
 @jit_exact(parallel=True)
 def quantize_q8_K_act(x, qs, d, bsums):
     """x float32 (T, n) -> qs int8 (T, n), d float32 (T, n/256), bsums int32 (T, n/16)."""
-    T, n = x.shape
-    nb = n // 256
-    for t in prange(T):
-        for b in range(nb):
-            base = b * 256
-            amax = np.float32(0.0)
-            vmax = np.float32(0.0)
-            for j in range(256):
-                v = x[t, base + j]
-                if abs(v) > amax:
-                    amax = abs(v)
-                    vmax = v
-            if amax == 0:
-                d[t, b] = 0
-                for j in range(256):
-                    qs[t, base + j] = 0
-                for g in range(16):
-                    bsums[t, b * 16 + g] = 0
-                continue
-            iscale = np.float32(np.float32(-127.0) / vmax)
-            for g in range(16):
-                s = 0
-                for j in range(16):
-                    q = min(127, int(np.rint(np.float32(iscale * x[t, base + 16 * g + j]))))
-                    qs[t, base + 16 * g + j] = q
-                    s += q
-                bsums[t, b * 16 + g] = s
-            d[t, b] = np.float32(np.float32(1.0) / iscale)
+    for t in prange(x.shape[0]):
+        _q8_K_row(x, qs, d, bsums, t)
+
+
+@jit_exact
+def quantize_q8_K_act_1(x, qs, d, bsums):
+    """quantize_q8_K_act for one row, without the cost of starting a parallel region."""
+    _q8_K_row(x, qs, d, bsums, 0)
 
 
 @jit_exact(parallel=True)
 def quantize_q8_0_act(x, qs, d, ys):
     """x float32 (T, n) -> qs int8 (T, n), d float32 (T, n/32) = fp16(amax/127) (§3.9, x86),
     ys int32 (T, n/32) block sums of qs (for the unsigned 4/5-bit weight quants)."""
-    T, n = x.shape
-    nb = n // 32
-    for t in prange(T):
-        for b in range(nb):
-            base = b * 32
-            amax = np.float32(0.0)
-            for j in range(32):
-                amax = max(amax, abs(x[t, base + j]))
-            d[t, b] = fp16_round(np.float32(amax / np.float32(127.0)))
-            iscale = np.float32(np.float32(127.0) / amax) if amax > 0 else np.float32(0.0)
-            s = 0
-            for j in range(32):
-                q = min(127, max(-128, int(np.rint(np.float32(x[t, base + j] * iscale)))))
-                qs[t, base + j] = q
-                s += q
-            ys[t, b] = s
+    for t in prange(x.shape[0]):
+        _q8_0_row(x, qs, d, ys, t)
+
+
+@jit_exact
+def quantize_q8_0_act_1(x, qs, d, ys):
+    """quantize_q8_0_act for one row, without the cost of starting a parallel region."""
+    _q8_0_row(x, qs, d, ys, 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -106,7 +126,10 @@ def quantize_q8_0_act(x, qs, d, ys):
 #   qh  uint8 (ntile, n_in/8, R)   Q5_0/Q5_K: bit k = 5th bit of element 8g+k
 #   qh  uint8 (ntile, n_in/4, R)   Q6_K: bits 2k..2k+1 = top 2 bits of element 4g+k
 #   sc, mn    (ntile, n_sub, R)    K-quant sub-block scales / mins, one byte each
-#   d, dmin   float32 (ntile, n_blocks, R)   fp16 block scales decoded once at load
+#   d, dmin   uint16 (ntile, n_blocks, R)   fp16 block scales (bits), widened per block
+#
+# Decode reads every weight byte once per token, so the layout keeps ggml's bytes per block
+# (only the K-quants' 6-bit scales grow, 12 -> 16 bytes per 256 weights).
 #
 # Integer block sums are exact in int32; the constant offsets of the unsigned quants
 # (8 for Q4_0, 16 for Q5_0, 32 for Q6_K) are subtracted once per block through the
@@ -130,10 +153,18 @@ def _store(out, t, row0, facc):
         out[t, row0 + r] = facc[r]
 
 
+@jit_fast(inline="always")
+def _h2f_tile(buf, d, tl):
+    """The fp16 block scales of tile tl, d[tl] (uint16 bits, (nb, R)), as float32 (nb, R) in the
+    scratch buf (uint32, (nb, R)): done once per tile, shared by every token."""
+    _widen_f16(buf.reshape(-1), d[tl].reshape(-1))
+    return buf.view(np.float32)
+
+
 @jit_fast
-def _tile_q8_0(out, t, tl, q8, d, yq, yd, isub, facc):
+def _tile_q8_0(out, t, tl, q8, dt, yq, yd, isub, facc):
     R = facc.shape[0]
-    nb = d.shape[1]
+    nb = dt.shape[0]
     facc[:] = 0
     for b in range(nb):
         isub[:] = 0
@@ -152,7 +183,7 @@ def _tile_q8_0(out, t, tl, q8, d, yq, yd, isub, facc):
                     + np.int32(w1[2 * r + 1]) * y3
                 )
         dy = yd[t, b]
-        db = d[tl, b]
+        db = dt[b]
         for r in range(R):
             facc[r] += np.float32(isub[r]) * (db[r] * dy)
     _store(out, t, tl * R, facc)
@@ -168,15 +199,17 @@ def mm_q8_0(out, q8, d, yq, yd, ys):
     for c in prange(nchunk):
         isub = np.empty(R, np.int32)
         facc = np.empty(R, np.float32)
+        hb = np.empty(d.shape[1:], np.uint32)
         for tl in range(c * per, min(ntile, c * per + per)):
+            dt = _h2f_tile(hb, d, tl)
             for t in range(T):
-                _tile_q8_0(out, t, tl, q8, d, yq, yd, isub, facc)
+                _tile_q8_0(out, t, tl, q8, dt, yq, yd, isub, facc)
 
 
 @jit_fast
-def _tile_q4_0(out, t, tl, q4, d, yq, yd, ys, isub, facc):
+def _tile_q4_0(out, t, tl, q4, dt, yq, yd, ys, isub, facc):
     R = facc.shape[0]
-    nb = d.shape[1]
+    nb = dt.shape[0]
     facc[:] = 0
     for b in range(nb):
         isub[:] = 0
@@ -211,7 +244,7 @@ def _tile_q4_0(out, t, tl, q4, d, yq, yd, ys, isub, facc):
                 )
         off = np.int32(8 * ys[t, b])  # quants are stored as q + 8
         dy = yd[t, b]
-        db = d[tl, b]
+        db = dt[b]
         for r in range(R):
             facc[r] += np.float32(np.int32(isub[r] - off)) * (db[r] * dy)
     _store(out, t, tl * R, facc)
@@ -227,9 +260,11 @@ def mm_q4_0(out, q4, d, yq, yd, ys):
     for c in prange(nchunk):
         isub = np.empty(R, np.int32)
         facc = np.empty(R, np.float32)
+        hb = np.empty(d.shape[1:], np.uint32)
         for tl in range(c * per, min(ntile, c * per + per)):
+            dt = _h2f_tile(hb, d, tl)
             for t in range(T):
-                _tile_q4_0(out, t, tl, q4, d, yq, yd, ys, isub, facc)
+                _tile_q4_0(out, t, tl, q4, dt, yq, yd, ys, isub, facc)
 
 
 @jit_fast
@@ -262,9 +297,9 @@ def _sum8_q5(isub, w0, w1, w2, w3, hb, yq, t, e):
 
 
 @jit_fast
-def _tile_q5_0(out, t, tl, q4, qh, d, yq, yd, ys, isub, facc):
+def _tile_q5_0(out, t, tl, q4, qh, dt, yq, yd, ys, isub, facc):
     R = facc.shape[0]
-    nb = d.shape[1]
+    nb = dt.shape[0]
     facc[:] = 0
     for b in range(nb):
         isub[:] = 0
@@ -273,7 +308,7 @@ def _tile_q5_0(out, t, tl, q4, qh, d, yq, yd, ys, isub, facc):
             _sum8_q5(isub, q4[tl, p], q4[tl, p + 1], q4[tl, p + 2], q4[tl, p + 3], qh[tl, g], yq, t, 8 * g)
         off = np.int32(16 * ys[t, b])  # quants are stored as q + 16
         dy = yd[t, b]
-        db = d[tl, b]
+        db = dt[b]
         for r in range(R):
             facc[r] += np.float32(np.int32(isub[r] - off)) * (db[r] * dy)
     _store(out, t, tl * R, facc)
@@ -289,9 +324,11 @@ def mm_q5_0(out, q4, qh, d, yq, yd, ys):
     for c in prange(nchunk):
         isub = np.empty(R, np.int32)
         facc = np.empty(R, np.float32)
+        hb = np.empty(d.shape[1:], np.uint32)
         for tl in range(c * per, min(ntile, c * per + per)):
+            dt = _h2f_tile(hb, d, tl)
             for t in range(T):
-                _tile_q5_0(out, t, tl, q4, qh, d, yq, yd, ys, isub, facc)
+                _tile_q5_0(out, t, tl, q4, qh, dt, yq, yd, ys, isub, facc)
 
 
 @jit_fast
@@ -334,19 +371,19 @@ def _kmin_finish(t, tl, b, j, sc, mn, ys, isub, isum, summ):
 
 
 @jit_fast(inline="always")
-def _kmin_scale(t, tl, b, d, dmin, yd, isum, summ, facc):
+def _kmin_scale(t, b, dt, dmt, yd, isum, summ, facc):
     """facc += d*dy * isum - dmin*dy * summ for super-block b (kquants.md §4.4)."""
     dy = yd[t, b]
-    db = d[tl, b]
-    dm = dmin[tl, b]
+    db = dt[b]
+    dm = dmt[b]
     for r in range(facc.shape[0]):
         facc[r] += (db[r] * dy) * np.float32(isum[r]) - (dm[r] * dy) * np.float32(summ[r])
 
 
 @jit_fast
-def _tile_q4_K(out, t, tl, q4, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, facc):
+def _tile_q4_K(out, t, tl, q4, sc, mn, dt, dmt, yq, yd, ys, isub, isum, summ, facc):
     facc[:] = 0
-    for b in range(d.shape[1]):
+    for b in range(dt.shape[0]):
         isum[:] = 0
         summ[:] = 0
         for j in range(8 * b, 8 * b + 8):  # sub-blocks of 32 = 4 groups of 8 elements
@@ -355,14 +392,14 @@ def _tile_q4_K(out, t, tl, q4, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, fa
                 p = 4 * g
                 _sum8_q4(isub, q4[tl, p], q4[tl, p + 1], q4[tl, p + 2], q4[tl, p + 3], yq, t, 8 * g)
             _kmin_finish(t, tl, b, j, sc, mn, ys, isub, isum, summ)
-        _kmin_scale(t, tl, b, d, dmin, yd, isum, summ, facc)
+        _kmin_scale(t, b, dt, dmt, yd, isum, summ, facc)
     _store(out, t, tl * facc.shape[0], facc)
 
 
 @jit_fast
-def _tile_q5_K(out, t, tl, q4, qh, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, facc):
+def _tile_q5_K(out, t, tl, q4, qh, sc, mn, dt, dmt, yq, yd, ys, isub, isum, summ, facc):
     facc[:] = 0
-    for b in range(d.shape[1]):
+    for b in range(dt.shape[0]):
         isum[:] = 0
         summ[:] = 0
         for j in range(8 * b, 8 * b + 8):
@@ -371,7 +408,7 @@ def _tile_q5_K(out, t, tl, q4, qh, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ
                 p = 4 * g
                 _sum8_q5(isub, q4[tl, p], q4[tl, p + 1], q4[tl, p + 2], q4[tl, p + 3], qh[tl, g], yq, t, 8 * g)
             _kmin_finish(t, tl, b, j, sc, mn, ys, isub, isum, summ)
-        _kmin_scale(t, tl, b, d, dmin, yd, isum, summ, facc)
+        _kmin_scale(t, b, dt, dmt, yd, isum, summ, facc)
     _store(out, t, tl * facc.shape[0], facc)
 
 
@@ -387,9 +424,13 @@ def mm_q4_K(out, q4, qh, sc, mn, d, dmin, yq, yd, ys):
         isum = np.empty(R, np.int32)
         summ = np.empty(R, np.int32)
         facc = np.empty(R, np.float32)
+        hb = np.empty(d.shape[1:], np.uint32)
+        hm = np.empty(d.shape[1:], np.uint32)
         for tl in range(c * per, min(ntile, c * per + per)):
+            dt = _h2f_tile(hb, d, tl)
+            dmt = _h2f_tile(hm, dmin, tl)
             for t in range(T):
-                _tile_q4_K(out, t, tl, q4, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, facc)
+                _tile_q4_K(out, t, tl, q4, sc, mn, dt, dmt, yq, yd, ys, isub, isum, summ, facc)
 
 
 @jit_fast(parallel=True)
@@ -404,15 +445,19 @@ def mm_q5_K(out, q4, qh, sc, mn, d, dmin, yq, yd, ys):
         isum = np.empty(R, np.int32)
         summ = np.empty(R, np.int32)
         facc = np.empty(R, np.float32)
+        hb = np.empty(d.shape[1:], np.uint32)
+        hm = np.empty(d.shape[1:], np.uint32)
         for tl in range(c * per, min(ntile, c * per + per)):
+            dt = _h2f_tile(hb, d, tl)
+            dmt = _h2f_tile(hm, dmin, tl)
             for t in range(T):
-                _tile_q5_K(out, t, tl, q4, qh, sc, mn, d, dmin, yq, yd, ys, isub, isum, summ, facc)
+                _tile_q5_K(out, t, tl, q4, qh, sc, mn, dt, dmt, yq, yd, ys, isub, isum, summ, facc)
 
 
 @jit_fast
-def _tile_q6_K(out, t, tl, q4, qh, sc, d, yq, yd, ys, isub, isum, corr, facc):
+def _tile_q6_K(out, t, tl, q4, qh, sc, dt, yq, yd, ys, isub, isum, corr, facc):
     R = facc.shape[0]
-    nb = d.shape[1]
+    nb = dt.shape[0]
     facc[:] = 0
     for b in range(nb):
         isum[:] = 0
@@ -459,7 +504,7 @@ def _tile_q6_K(out, t, tl, q4, qh, sc, d, yq, yd, ys, isub, isum, corr, facc):
                 isum[r] += sr * isub[r]
                 corr[r] += sr * bs
         dy = yd[t, b]
-        db = d[tl, b]
+        db = dt[b]
         for r in range(R):
             facc[r] += (db[r] * dy) * np.float32(np.int32(isum[r] - 32 * corr[r]))  # quants stored as q + 32
     _store(out, t, tl * R, facc)
@@ -477,9 +522,11 @@ def mm_q6_K(out, q4, qh, sc, d, yq, yd, ys):
         isum = np.empty(R, np.int32)
         corr = np.empty(R, np.int32)
         facc = np.empty(R, np.float32)
+        hb = np.empty(d.shape[1:], np.uint32)
         for tl in range(c * per, min(ntile, c * per + per)):
+            dt = _h2f_tile(hb, d, tl)
             for t in range(T):
-                _tile_q6_K(out, t, tl, q4, qh, sc, d, yq, yd, ys, isub, isum, corr, facc)
+                _tile_q6_K(out, t, tl, q4, qh, sc, dt, yq, yd, ys, isub, isum, corr, facc)
 
 
 # ---------------------------------------------------------------------------------------
@@ -503,12 +550,15 @@ _INTERLEAVE_16 = ir.Constant(ir.VectorType(I32, 32), [i // 2 + 16 * (i % 2) for 
 
 
 def _host_has_avx2() -> bool:
-    """True when Numba compiles for a CPU with AVX2 (the host unless NUMBA_CPU_NAME says otherwise)."""
-    if not llvm_binding.get_host_cpu_features().get("avx2", False):
+    """True when Numba compiles for a CPU with AVX2 and F16C (the host unless NUMBA_CPU_NAME
+    says otherwise); every x86-64 CPU with AVX2 so far also has F16C."""
+    feats = llvm_binding.get_host_cpu_features()
+    if not (feats.get("avx2", False) and feats.get("f16c", False)):
         return False
     name = numba.config.CPU_NAME
     if name and name != "host":
-        return "+avx2" in (numba.config.CPU_FEATURES or "")
+        wanted = numba.config.CPU_FEATURES or ""
+        return "+avx2" in wanted and "+f16c" in wanted
     return True
 
 
@@ -654,6 +704,29 @@ _unpack4 = _make_unpack(4)
 _unpack5 = _make_unpack(5)
 _unpack6 = _make_unpack(6)
 
+@intrinsic
+def _h2f16(typingctx, dst, do, src, so):
+    """dst[do:do+16] (float32) = src[so:so+16] (fp16 bits) widened: vcvtph2ps (F16C)."""
+    sig = types.void(dst, do, src, so)
+
+    def codegen(context, builder, signature, args):
+        A = signature.args
+        h = builder.load(_vec_ptr(context, builder, A[2], args[2], args[3], A[3], V16I16), align=2)
+        f = builder.fpext(builder.bitcast(h, ir.VectorType(ir.HalfType(), 16)), ir.VectorType(ir.FloatType(), 16))
+        builder.store(f, _vec_ptr(context, builder, A[0], args[0], args[1], A[1], ir.VectorType(ir.FloatType(), 16)), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@jit_fast(inline="always")
+def _h2f_block(buf, d, tl, b):
+    """d[tl, b] (R fp16 scales) -> buf (float32, R)."""
+    src = d[tl, b]
+    for rc in range(0, buf.shape[0], 16):
+        _h2f16(buf, rc, src, rc)
+    return buf
+
 
 @jit_fast(inline="always")
 def _avx2_chunks(ntile, T, R, pairs):
@@ -662,8 +735,9 @@ def _avx2_chunks(ntile, T, R, pairs):
     nchunk = (ntile + per - 1) // per
     qb = np.empty((nchunk, pairs * 2 * R), np.uint8)
     isub = np.empty((nchunk, 3, R), np.int32)
+    dbuf = np.empty((nchunk, 2, R), np.float32)
     facc = np.empty((nchunk, T, R), np.float32)
-    return per, nchunk, qb, isub, facc
+    return per, nchunk, qb, isub, dbuf, facc
 
 
 @jit_fast(inline="always")
@@ -684,13 +758,13 @@ def mm_q8_0_avx2(out, q8, d, yq, yd, ys):
     nb = d.shape[1]
     y2 = yq.view(np.int16)
     q8f = q8.reshape(-1)
-    per, nchunk, qb, isub, facc = _avx2_chunks(ntile, T, R, 0)
+    per, nchunk, qb, isub, dbuf, facc = _avx2_chunks(ntile, T, R, 0)
     for c in prange(nchunk):
         acc = isub[c, 0]
         for tl in range(c * per, min(ntile, c * per + per)):
             facc[c] = 0
             for b in range(nb):
-                db = d[tl, b]
+                db = _h2f_block(dbuf[c, 0], d, tl, b)
                 for t in range(T):
                     acc[:] = 0
                     for rc in range(0, R, 16):
@@ -711,7 +785,7 @@ def mm_q4_0_avx2(out, q4, d, yq, yd, ys):
     y2 = yq.view(np.int16)
     q4f = q4.reshape(-1)
     R2 = 2 * R
-    per, nchunk, qb, isub, facc = _avx2_chunks(ntile, T, R, 16)
+    per, nchunk, qb, isub, dbuf, facc = _avx2_chunks(ntile, T, R, 16)
     for c in prange(nchunk):
         buf = qb[c]
         acc = isub[c, 0]
@@ -721,7 +795,7 @@ def mm_q4_0_avx2(out, q4, d, yq, yd, ys):
                 for g in range(4):
                     for rc in range(0, R, 16):
                         _unpack4(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 16 * b + 4 * g) * R + rc, R, q4f, 0)
-                db = d[tl, b]
+                db = _h2f_block(dbuf[c, 0], d, tl, b)
                 for t in range(T):
                     acc[:] = 0
                     for h in range(2):
@@ -746,7 +820,7 @@ def mm_q5_0_avx2(out, q4, qh, d, yq, yd, ys):
     q4f = q4.reshape(-1)
     qhf = qh.reshape(-1)
     R2 = 2 * R
-    per, nchunk, qb, isub, facc = _avx2_chunks(ntile, T, R, 16)
+    per, nchunk, qb, isub, dbuf, facc = _avx2_chunks(ntile, T, R, 16)
     for c in prange(nchunk):
         buf = qb[c]
         acc = isub[c, 0]
@@ -757,7 +831,7 @@ def mm_q5_0_avx2(out, q4, qh, d, yq, yd, ys):
                     for rc in range(0, R, 16):
                         _unpack5(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 16 * b + 4 * g) * R + rc, R,
                                  qhf, (tl * ngrp + 4 * b + g) * R + rc)
-                db = d[tl, b]
+                db = _h2f_block(dbuf[c, 0], d, tl, b)
                 for t in range(T):
                     acc[:] = 0
                     for g in range(4):
@@ -782,7 +856,7 @@ def _kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, five):
     q4f = q4.reshape(-1)
     qhf = qh.reshape(-1)
     R2 = 2 * R
-    per, nchunk, qb, isub, facc = _avx2_chunks(ntile, T, R, 128)
+    per, nchunk, qb, isub, dbuf, facc = _avx2_chunks(ntile, T, R, 128)
     for c in prange(nchunk):
         buf = qb[c]
         acc = isub[c, 0]
@@ -798,8 +872,8 @@ def _kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, five):
                                      qhf, (tl * ngrp + 32 * b + g) * R + rc)
                         else:
                             _unpack4(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 128 * b + 4 * g) * R + rc, R, q4f, 0)
-                db = d[tl, b]
-                dm = dmin[tl, b]
+                db = _h2f_block(dbuf[c, 0], d, tl, b)
+                dm = _h2f_block(dbuf[c, 1], dmin, tl, b)
                 for t in range(T):
                     isum[:] = 0
                     summ[:] = 0
@@ -847,7 +921,7 @@ def mm_q6_K_avx2(out, q4, qh, sc, d, yq, yd, ys):
     q4f = q4.reshape(-1)
     qhf = qh.reshape(-1)
     R2 = 2 * R
-    per, nchunk, qb, isub, facc = _avx2_chunks(ntile, T, R, 128)
+    per, nchunk, qb, isub, dbuf, facc = _avx2_chunks(ntile, T, R, 128)
     for c in prange(nchunk):
         buf = qb[c]
         acc = isub[c, 0]
@@ -860,7 +934,7 @@ def mm_q6_K_avx2(out, q4, qh, sc, d, yq, yd, ys):
                     for rc in range(0, R, 16):
                         _unpack6(buf, 2 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 128 * b + 2 * g) * R + rc, R,
                                  qhf, (tl * ngrp + 64 * b + g) * R + rc)
-                db = d[tl, b]
+                db = _h2f_block(dbuf[c, 0], d, tl, b)
                 for t in range(T):
                     isum[:] = 0
                     corr[:] = 0
@@ -919,6 +993,28 @@ def _f16_bits_to_f32_bits(h):
     return np.uint32(s | (e << 23) | ((m & 0x3FF) << 13))
 
 
+@jit_fast(inline="always")
+def _widen_f16(buf, src):
+    """src (fp16 bits, uint16, 1-D) -> buf (uint32 holding float32 bits, same length), exactly.
+
+    Three loops that vectorise: the exponent/mantissa bits shifted into float32 position give
+    2**-112 times the value for normal and subnormal halves alike (a subnormal half becomes a
+    float32 subnormal), so one multiply by 2**112 finishes them; Inf/NaN and the sign are
+    then patched in the integer view."""
+    n = buf.shape[0]
+    row = buf.view(np.float32)
+    for i in range(n):
+        buf[i] = np.uint32(src[i] & 0x7FFF) << 13
+    for i in range(n):
+        row[i] *= np.float32(5.192296858534828e33)  # 2**112
+    for i in range(n):
+        h = np.uint32(src[i])
+        em = h & 0x7FFF
+        v = np.uint32(0x7F800000 | (em << 13)) if em >= 0x7C00 else buf[i]
+        buf[i] = v | ((h & 0x8000) << 16)
+    return row
+
+
 @jit_fast(parallel=True)
 def mm_f16(out, w, x):
     """w uint16 (n_out, n_in) holding fp16 bits; each row is widened into a float32 buffer."""
@@ -929,8 +1025,7 @@ def mm_f16(out, w, x):
         buf = np.empty(n, np.uint32)
         row = buf.view(np.float32)
         for r in range(c * 64, min(n_out, c * 64 + 64)):
-            for i in range(n):
-                buf[i] = _f16_bits_to_f32_bits(np.int64(w[r, i]))
+            _widen_f16(buf, w[r])
             for t in range(T):
                 acc = np.float32(0.0)
                 for i in range(n):

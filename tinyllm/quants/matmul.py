@@ -19,8 +19,8 @@ FLOAT_WEIGHTS = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
 SUPPORTED = Q8_0_FAMILY + K_TYPES + FLOAT_WEIGHTS
 
 def _fp16(b2: np.ndarray) -> np.ndarray:
-    """(..., 2) little-endian fp16 bytes -> float32 (...)."""
-    return np.ascontiguousarray(b2).view("<f2")[..., 0].astype(np.float32)
+    """(..., 2) little-endian fp16 bytes -> their uint16 bits (...); the kernels widen them."""
+    return np.ascontiguousarray(b2).view("<u2")[..., 0].astype(np.uint16)
 
 
 def _nibble_pairs(nat: np.ndarray) -> np.ndarray:
@@ -56,7 +56,9 @@ def _unpack_rows(type: GGMLType, b: np.ndarray) -> dict:
     """Blocks b (rows, nb, block_bytes) -> the kernel arrays, row-major (rows, ...), before tiling."""
     rows = b.shape[0]
     if type == GGMLType.Q8_0:
-        return {"q8": b[:, :, 2:34].reshape(rows, -1).view(np.int8), "d": _fp16(b[:, :, 0:2])}
+        # element pairs as uint16 (qs starts at an even offset), so the tiling moves 2 bytes at a time
+        pairs = b.view(np.uint16)[:, :, 1:17]
+        return {"q8": pairs.reshape(rows, -1), "d": _fp16(b[:, :, 0:2])}
     if type == GGMLType.Q4_0:
         qs = b[:, :, 2:18]
         nat = np.concatenate([qs & 15, qs >> 4], axis=2).reshape(rows, -1)
@@ -116,13 +118,12 @@ def repack(type: GGMLType, raw: np.ndarray, n_in: int, R: int = dot.TILE) -> tup
         b = raw[r0 : min(r1, n_out)].reshape(-1, row_nbytes(type, n_in) // nbytes, nbytes)
         if b.shape[0] < r1 - r0:  # zero rows pad the last tile: zero scales give zero outputs
             b = np.concatenate([b, np.zeros((r1 - r0 - b.shape[0],) + b.shape[1:], np.uint8)])
-        for key, a in _unpack_rows(type, b).items():
-            if key == "q8":
-                a = a.reshape(a.shape[0], -1, 2)  # keep the element pairs together
-            t = a.reshape((r1 - r0) // R, R, a.shape[1], -1).transpose(0, 2, 1, 3)
+        for key, a in _unpack_rows(type, b).items():  # a: (rows, X) -> tiles (ntile, X, R)
             if key not in arrays:
-                arrays[key] = np.empty((ntile, a.shape[1], R * t.shape[3]), a.dtype)
-            arrays[key][r0 // R : r1 // R] = t.reshape(t.shape[0], t.shape[1], -1)
+                arrays[key] = np.empty((ntile, a.shape[1], R), a.dtype)
+            arrays[key][r0 // R : r1 // R] = a.reshape(-1, R, a.shape[1]).transpose(0, 2, 1)
+    if "q8" in arrays:
+        arrays["q8"] = arrays["q8"].view(np.int8)  # (ntile, n_in/2, 2R): [pair][row][2 elements]
     empty = np.zeros((0, 0, R), np.uint8)
     return tuple(arrays.get(k, empty) for k in _ARRAYS[type])
 
@@ -131,10 +132,9 @@ class QMatrix:
     """A weight matrix W (n_out, n_in) in its GGUF block type.
 
     `raw` is the memory-mapped block bytes (n_out, row_nbytes), kept for get_rows. For the
-    quantized types the kernels read `arrays`, a load-time repack of the same quants into
-    tiles of dot.TILE rows (layout in dot.py): the quants stay 4/5/6/8-bit, the fp16 block
-    scales become float32 and the 6-bit K-quant scales one byte each: 3-11% more bytes than
-    the GGUF blocks, never a float copy of the weights.
+    quantized types the kernels read `arrays`, a load-time repack of the same quants and fp16
+    scales into tiles of dot.TILE rows (layout in dot.py): the same bytes as the GGUF blocks
+    (K-quants: 4 more per 256 weights for byte-sized 6-bit scales), never a float copy.
     """
 
     def __init__(self, type, raw: np.ndarray, n_in: int, name: str = "?"):
@@ -196,11 +196,11 @@ def quantize_activations(wtype, x: np.ndarray):
     if wtype in K_TYPES:
         d = np.empty((T, n // 256), np.float32)
         ys = np.empty((T, n // 16), np.int32)
-        dot.quantize_q8_K_act(x, qs, d, ys)
+        (dot.quantize_q8_K_act_1 if T == 1 else dot.quantize_q8_K_act)(x, qs, d, ys)
     else:
         d = np.empty((T, n // 32), np.float32)
         ys = np.empty((T, n // 32), np.int32)
-        dot.quantize_q8_0_act(x, qs, d, ys)
+        (dot.quantize_q8_0_act_1 if T == 1 else dot.quantize_q8_0_act)(x, qs, d, ys)
     return qs, d, ys
 
 
