@@ -442,13 +442,13 @@ def test_attention_kernels_match_numpy(kv_type):
     from tinyllm.model.config import ModelConfig
 
     rng = np.random.default_rng(11)
-    H, Hkv, d, T = 4, 2, 64, 40
+    H, Hkv, d, T = 4, 2, 64, 200  # > KEY_TILE keys: several tiles per range
     cfg = ModelConfig(arch="llama", n_embd=128, n_layer=1, n_head=H, n_head_kv=Hkv, head_dim=d, n_ff=256,
                       n_vocab=10, n_ctx_train=256, norm_eps=1e-6, n_rot=d, rope_neox=False, rope_base=1e4,
                       rope_scale=1.0, rope_base_swa=1e4, n_swa=0, swa_layers=(False,), attn_scale=0.125,
                       embd_scale=1.0, final_logit_softcap=0.0)
     for window in (0, 7):
-        kv = KVCache(cfg, n_ctx=256, kv_type=kv_type)
+        kv = KVCache(cfg, n_ctx=512, kv_type=kv_type)
         kv.groups[0].window = window
         k = rng.standard_normal((T, Hkv, d)).astype(np.float32)
         v = rng.standard_normal((T, Hkv, d)).astype(np.float32)
@@ -478,6 +478,12 @@ def test_attention_kernels_match_numpy(kv_type):
                 want[t, h] = (p / p.sum()) @ vv[lo : t + 1, h // 2]
         np.testing.assert_allclose(pre, want, atol=2e-5)
         np.testing.assert_allclose(dec, want, atol=2e-5)
+        # the parallel decode kernel, with the keys split in several chunks, agrees too
+        g = kv.groups[0]
+        for n_chunk in (1, 3, 8):
+            par = np.empty((H, d), np.float32)
+            ops.attn_decode(par, q[T - 1], g.k[0], g.v[0], T - 1, window, 0.125, kv._part_o, kv._part_ml, n_chunk)
+            np.testing.assert_allclose(par, want[T - 1], atol=2e-5)
 
 
 def test_fp16_conversions_are_exact():

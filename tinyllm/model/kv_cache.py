@@ -21,6 +21,7 @@ from . import ops
 
 KV_TYPES = ("f16", "f32", "q8_0")
 MIB = 1024 * 1024
+PARALLEL_MIN_KEYS = 1024  # decode attention over fewer (keys x KV heads) runs on one thread
 
 
 def pad_256(n: int) -> int:
@@ -119,12 +120,12 @@ class KVCache:
         self.max_ubatch = min(
             [self.n_ubatch] + [g.n_cells - g.window + 1 for g in self.groups if g.window and g.n_cells < self.n_ctx]
         )
-        # decode attention scratch, sized once
+        # decode attention: partial results of (key chunk, KV head) tasks, sized once
         group = config.n_head // config.n_head_kv
-        self._scores = np.empty((config.n_head, self.n_ctx), np.float32)
-        self._part_o = np.empty((ops.MAX_TASKS, group, d), np.float32)
-        self._part_ml = np.empty((ops.MAX_TASKS, group, 2), np.float32)
-        self._kbuf = np.empty((ops.MAX_TASKS, d), np.float32)
+        self._max_chunks = 8
+        n_tasks = self._max_chunks * config.n_head_kv
+        self._part_o = np.empty((n_tasks, group, d), np.float32)
+        self._part_ml = np.empty((n_tasks, group, 2), np.float32)
 
     # -- sizes and reports ------------------------------------------------------------------
 
@@ -225,11 +226,19 @@ class KVCache:
     def attend(self, il: int, out: np.ndarray, q: np.ndarray, pos0: int, kq_scale: float):
         """out (T, H, d) = softmax(q·K^T·kq_scale + mask)·V over the cached positions of layer il."""
         g, slot = self._where[il]
-        if q.shape[0] == 1:
-            ops.attn_decode(out[0], q[0], g.k[slot], g.v[slot], pos0, g.window, kq_scale,
-                            self._scores, self._part_o, self._part_ml, self._kbuf, get_threads())
-        else:
+        if q.shape[0] > 1:
             ops.attn_prefill(out, q, g.k[slot], g.v[slot], pos0, g.window, kq_scale)
+            return
+        n_keys = pos0 + 1 if not g.window else min(pos0 + 1, g.window)
+        threads = get_threads()
+        # a parallel region costs tens of µs to start: worth it only for long ranges of keys
+        if threads == 1 or n_keys * self.n_head_kv < PARALLEL_MIN_KEYS:
+            ops.attn_decode_serial(out[0], q[0], g.k[slot], g.v[slot], pos0, g.window, kq_scale,
+                                   self._part_o, self._part_ml)
+            return
+        n_chunk = min(self._max_chunks, -(-2 * threads // self.n_head_kv), max(1, n_keys // ops.KEY_TILE))
+        ops.attn_decode(out[0], q[0], g.k[slot], g.v[slot], pos0, g.window, kq_scale,
+                        self._part_o, self._part_ml, n_chunk)
 
 
 def _quantize_q8_0(x: np.ndarray):

@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 from numba import prange, types
-from numba.extending import overload
+from llvmlite import ir
+from numba.extending import intrinsic, overload
 
 from ..jit import jit_exact, jit_fast
 
@@ -76,20 +77,28 @@ def _f32_row_to_f16(dst, src):
         dst[j] = _fp32_to_fp16_bits(bits[j])
 
 
+@intrinsic
+def _as_f32(typingctx, x):
+    """Reinterpret the bits of a 32-bit integer as float32 (no conversion)."""
+    if not isinstance(x, types.Integer) or x.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(x), codegen
+
+
 @jit_fast
 def _f16_row_to_f32(dst, src):
     """dst float32 (n,) <- fp16 bits src (n,), for finite values (the cache never stores Inf).
 
     Shifting the 15 exponent+mantissa bits into float32 position and multiplying by 2^112
     re-biases the exponent and normalizes subnormals in one vectorizable step."""
-    n = src.shape[0]
-    dbits = dst.view(np.uint32)
-    for j in range(n):
-        dbits[j] = np.uint32(src[j] & 0x7FFF) << 13
-    for j in range(n):
-        dst[j] = dst[j] * _TWO_112
-    for j in range(n):
-        dbits[j] |= np.uint32(src[j] & 0x8000) << 16
+    for j in range(src.shape[0]):
+        h = np.uint32(src[j])
+        f = _as_f32(np.uint32((h & 0x7FFF) << 13)) * _TWO_112
+        dst[j] = -f if h & 0x8000 else f
 
 
 @jit_fast
@@ -299,65 +308,137 @@ def store_q8_0(cache, qs, d, pos0):
 
 
 # -- attention over the cache ---------------------------------------------------------------------
+#
+# Both kernels turn the cached rows they need into float32 tiles of rows (K and V alike) and
+# multiply tiles: S = Q·Kᵀ with _gemm_nt (4x2 register blocks over the head dim) and O += P·V
+# with _gemm_nn_acc (four keys per pass over an output row), so inner loops run on FMAs.
+
+KEY_TILE = 128  # keys per tile: a K and a V tile of d=256 take 128 KiB each
 
 
-@jit_fast(parallel=True)
-def attn_decode(out, q, kc, vc, pos, window, kq_scale, scores, part_o, part_ml, kbuf, n_threads):
-    """One query per head against the cached keys (flash-decoding: chunks of keys in parallel,
-    each with its own softmax max and sum, merged at the end).
+@jit_fast
+def _gemm_nt(C, A, B, m, n, K):
+    """C[:m, :n] = A[:m, :K] @ B[:n, :K].T in tiles of 4 rows of A by 2 rows of B."""
+    m4 = m - m % 4
+    n2 = n - n % 2
+    for a in range(0, m4, 4):
+        a0, a1, a2, a3 = A[a], A[a + 1], A[a + 2], A[a + 3]
+        for b in range(0, n2, 2):
+            b0, b1 = B[b], B[b + 1]
+            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = np.float32(0.0)
+            for j in range(K):
+                x0 = b0[j]
+                x1 = b1[j]
+                s00 += a0[j] * x0
+                s01 += a0[j] * x1
+                s10 += a1[j] * x0
+                s11 += a1[j] * x1
+                s20 += a2[j] * x0
+                s21 += a2[j] * x1
+                s30 += a3[j] * x0
+                s31 += a3[j] * x1
+            C[a, b], C[a, b + 1] = s00, s01
+            C[a + 1, b], C[a + 1, b + 1] = s10, s11
+            C[a + 2, b], C[a + 2, b + 1] = s20, s21
+            C[a + 3, b], C[a + 3, b + 1] = s30, s31
+        if n2 < n:
+            b0 = B[n - 1]
+            s0 = s1 = s2 = s3 = np.float32(0.0)
+            for j in range(K):
+                x0 = b0[j]
+                s0 += a0[j] * x0
+                s1 += a1[j] * x0
+                s2 += a2[j] * x0
+                s3 += a3[j] * x0
+            C[a, n - 1], C[a + 1, n - 1], C[a + 2, n - 1], C[a + 3, n - 1] = s0, s1, s2, s3
+    for a in range(m4, m):
+        a0 = A[a]
+        for b in range(n):
+            b0 = B[b]
+            s0 = np.float32(0.0)
+            for j in range(K):
+                s0 += a0[j] * b0[j]
+            C[a, b] = s0
 
-    out (H, d); q (H, d); kc, vc (n_cells, Hkv, row) in any storage type; the query sits at
-    position `pos`, key p lives in cell p % n_cells; it sees keys max(0, pos-window+1)..pos
-    (window 0 = all). Head h uses KV head h // (H/Hkv). n_threads bounds the number of
-    chunks (numba.get_num_threads() inside a kernel would defeat its cache). Scratch: scores (H, >= n_keys),
-    part_o (MAX_TASKS, H/Hkv, d), part_ml (MAX_TASKS, H/Hkv, 2), kbuf (MAX_TASKS, d).
-    """
-    H, d = q.shape
-    n_cells, Hkv = kc.shape[0], kc.shape[1]
-    group = H // Hkv
-    ks = np.float32(kq_scale)
-    lo = 0 if window == 0 else max(0, pos - window + 1)
-    n = pos - lo + 1
-    max_chunks = max(1, part_o.shape[0] // Hkv)
-    n_chunk = min(max_chunks, max(1, n // 32), 4 * n_threads)
-    per = (n + n_chunk - 1) // n_chunk
-    n_chunk = (n + per - 1) // per
-    for task in prange(n_chunk * Hkv):
-        c = task // Hkv
-        g = task % Hkv
-        i0 = c * per
-        i1 = min(n, i0 + per)
-        kb = kbuf[task]
-        for i in range(i0, i1):
-            load_row(kb, kc[(lo + i) % n_cells, g])
-            for hh in range(group):
-                qh = q[g * group + hh]
-                s = np.float32(0.0)
-                for j in range(d):
-                    s += qh[j] * kb[j]
-                scores[g * group + hh, i] = s * ks
+
+@jit_fast
+def _gemm_nn_acc(C, A, B, m, n, K):
+    """C[:m, :n] += A[:m, :K] @ B[:K, :n], four rows of B (keys) per pass over a row of C."""
+    K4 = K - K % 4
+    for k in range(0, K4, 4):
+        b0, b1, b2, b3 = B[k], B[k + 1], B[k + 2], B[k + 3]
+        for a in range(m):
+            c = C[a]
+            p0, p1, p2, p3 = A[a, k], A[a, k + 1], A[a, k + 2], A[a, k + 3]
+            for j in range(n):
+                c[j] += p0 * b0[j] + p1 * b1[j] + p2 * b2[j] + p3 * b3[j]
+    for k in range(K4, K):
+        b0 = B[k]
+        for a in range(m):
+            c = C[a]
+            p0 = A[a, k]
+            for j in range(n):
+                c[j] += p0 * b0[j]
+
+
+@jit_fast
+def _load_tiles(kt, vt, kc, vc, g, p0, nk, n_cells):
+    """kt[i], vt[i] = the K and V rows of KV head g at position p0+i as float32, for i < nk."""
+    for i in range(nk):
+        c = (p0 + i) % n_cells
+        load_row(kt[i], kc[c, g])
+        load_row(vt[i], vc[c, g])
+
+
+@jit_fast
+def _decode_range(q, kc, vc, g, group, p_lo, p_hi, ks, po, ml, qa, kt, vt, s):
+    """Keys at positions p_lo..p_hi-1 of KV head g against the group's query rows.
+
+    Returns in po (group, d) = sum_i exp(s_i - m) v_i and in ml (group, 2) = (m, sum_i exp(s_i - m)),
+    merging tiles of KEY_TILE keys with a running max (online softmax)."""
+    d = q.shape[1]
+    n_cells = kc.shape[0]
+    for hh in range(group):
+        for j in range(d):
+            qa[hh, j] = q[g * group + hh, j] * ks
+            po[hh, j] = 0.0
+        ml[hh, 0] = -np.inf
+        ml[hh, 1] = 0.0
+    for t0 in range(p_lo, p_hi, KEY_TILE):
+        nk = min(KEY_TILE, p_hi - t0)
+        _load_tiles(kt, vt, kc, vc, g, t0, nk, n_cells)
+        _gemm_nt(s, qa, kt, group, nk, d)  # s (group, nk) = scores
         for hh in range(group):
-            sh = scores[g * group + hh]
-            m = np.float32(-np.inf)
-            for i in range(i0, i1):
-                m = max(m, sh[i])
-            total = np.float32(0.0)
-            for i in range(i0, i1):
-                e = np.exp(sh[i] - m)
-                sh[i] = e
+            m = ml[hh, 0]
+            for i in range(nk):
+                m = max(m, s[hh, i])
+            f = np.exp(ml[hh, 0] - m)  # rescale what earlier tiles summed
+            total = ml[hh, 1] * f
+            for i in range(nk):
+                e = np.exp(s[hh, i] - m)
+                s[hh, i] = e
                 total += e
-            part_ml[task, hh, 0] = m
-            part_ml[task, hh, 1] = total
-            po = part_o[task, hh]
-            for j in range(d):
-                po[j] = 0.0
-        for i in range(i0, i1):
-            load_row(kb, vc[(lo + i) % n_cells, g])
-            for hh in range(group):
-                e = scores[g * group + hh, i]
-                po = part_o[task, hh]
+            ml[hh, 0] = m
+            ml[hh, 1] = total
+            if f != 1.0:
                 for j in range(d):
-                    po[j] += e * kb[j]
+                    po[hh, j] *= f
+        _gemm_nn_acc(po, s, vt, group, d, nk)  # po (group, d) += p (group, nk) @ V (nk, d)
+
+
+@jit_fast
+def _decode_tile_scratch(group, d):
+    qa = np.empty((group, d), np.float32)
+    kt = np.empty((KEY_TILE, d), np.float32)
+    vt = np.empty((KEY_TILE, d), np.float32)
+    s = np.empty((group, KEY_TILE), np.float32)
+    return qa, kt, vt, s
+
+
+@jit_fast
+def _merge_chunks(out, part_o, part_ml, n_chunk, Hkv, group):
+    """out (H, d) from per-(chunk, KV head) partial sums: rescale each by exp(m_c - max m)."""
+    d = out.shape[1]
     for g in range(Hkv):
         for hh in range(group):
             m = np.float32(-np.inf)
@@ -379,72 +460,110 @@ def attn_decode(out, q, kc, vc, pos, window, kq_scale, scores, part_o, part_ml, 
 
 
 @jit_fast(parallel=True)
+def attn_decode(out, q, kc, vc, pos, window, kq_scale, part_o, part_ml, n_chunk):
+    """One query per head against the cached keys, split into n_chunk ranges of keys per KV head
+    that run in parallel, each with its own softmax max and sum, merged at the end
+    (flash-decoding).
+
+    out, q (H, d); kc, vc (n_cells, Hkv, row) in any storage type; the query sits at position
+    `pos`, key p lives in cell p % n_cells and is visible for max(0, pos-window+1) <= p <= pos
+    (window 0 = all). Head h uses KV head h // (H/Hkv). Scratch part_o (>= n_chunk*Hkv, H/Hkv, d),
+    part_ml (>= n_chunk*Hkv, H/Hkv, 2).
+    """
+    H, d = q.shape
+    Hkv = kc.shape[1]
+    group = H // Hkv
+    ks = np.float32(kq_scale)
+    lo = 0 if window == 0 else max(0, pos - window + 1)
+    n = pos - lo + 1
+    per = (n + n_chunk - 1) // n_chunk
+    for task in prange(n_chunk * Hkv):
+        c = task // Hkv
+        g = task % Hkv
+        p_lo = lo + c * per
+        p_hi = min(pos + 1, p_lo + per)
+        qa, kt, vt, s = _decode_tile_scratch(group, d)
+        if p_hi > p_lo:
+            _decode_range(q, kc, vc, g, group, p_lo, p_hi, ks, part_o[task], part_ml[task], qa, kt, vt, s)
+        else:
+            for hh in range(group):
+                part_ml[task, hh, 0] = -np.inf
+                part_ml[task, hh, 1] = 0.0
+                for j in range(d):
+                    part_o[task, hh, j] = 0.0
+    _merge_chunks(out, part_o, part_ml, n_chunk, Hkv, group)
+
+
+@jit_fast
+def attn_decode_serial(out, q, kc, vc, pos, window, kq_scale, part_o, part_ml):
+    """attn_decode on one thread, for short ranges where starting threads costs more than it saves."""
+    H, d = q.shape
+    Hkv = kc.shape[1]
+    group = H // Hkv
+    ks = np.float32(kq_scale)
+    lo = 0 if window == 0 else max(0, pos - window + 1)
+    qa, kt, vt, s = _decode_tile_scratch(group, d)
+    for g in range(Hkv):
+        _decode_range(q, kc, vc, g, group, lo, pos + 1, ks, part_o[g], part_ml[g], qa, kt, vt, s)
+    _merge_chunks(out, part_o, part_ml, 1, Hkv, group)
+
+
+QUERY_BLOCK = 32  # prefill: queries per task
+
+
+@jit_fast(parallel=True)
 def attn_prefill(out, q, kc, vc, pos0, window, kq_scale):
     """T queries at positions pos0..pos0+T-1 (already written into the cache) against the cache,
-    causal (+ sliding window), in blocks of 16 queries so each K/V row is loaded once per block.
+    causal (+ sliding window). Parallel over (block of QUERY_BLOCK queries, KV head): the block's
+    visible keys become float32 tiles once, then S = Q·Kᵀ, masked softmax, O = P·V by tiles.
 
-    out, q (T, H, d); kc, vc (n_cells, Hkv, row). Parallel over (query block, KV head).
+    out, q (T, H, d); kc, vc (n_cells, Hkv, row).
     """
     T, H, d = q.shape
     n_cells, Hkv = kc.shape[0], kc.shape[1]
     group = H // Hkv
     ks = np.float32(kq_scale)
-    QB = 16
-    n_qb = (T + QB - 1) // QB
+    n_qb = (T + QUERY_BLOCK - 1) // QUERY_BLOCK
     for task in prange(n_qb * Hkv):
         b = task // Hkv
         g = task % Hkv
-        t0 = b * QB
-        t1 = min(T, t0 + QB)
-        nq = t1 - t0
+        t0 = b * QUERY_BLOCK
+        nq = min(T, t0 + QUERY_BLOCK) - t0
         p_first = pos0 + t0
-        p_last = pos0 + t1 - 1
         lo = 0 if window == 0 else max(0, p_first - window + 1)
-        nk = p_last - lo + 1
-        s = np.empty((group, nq, nk), np.float32)
-        row = np.empty(d, np.float32)
-        for i in range(nk):
-            p = lo + i
-            load_row(row, kc[p % n_cells, g])
-            for tq in range(nq):
-                pq = p_first + tq
-                visible = p <= pq and (window == 0 or pq - p < window)
-                for hh in range(group):
-                    if visible:
-                        qh = q[t0 + tq, g * group + hh]
-                        acc = np.float32(0.0)
-                        for j in range(d):
-                            acc += qh[j] * row[j]
-                        s[hh, tq, i] = acc * ks
-                    else:
-                        s[hh, tq, i] = -np.inf
-        for hh in range(group):
-            for tq in range(nq):
-                sr = s[hh, tq]
-                m = np.float32(-np.inf)
-                for i in range(nk):
-                    m = max(m, sr[i])
-                total = np.float32(0.0)
-                for i in range(nk):
-                    e = np.exp(sr[i] - m)
-                    sr[i] = e
-                    total += e
-                inv = np.float32(1.0) / total
-                for i in range(nk):
-                    sr[i] *= inv
-                o = out[t0 + tq, g * group + hh]
+        nk = p_first + nq - lo
+        rows = nq * group  # row r = query tq * group + head hh
+        qa = np.empty((rows, d), np.float32)
+        for tq in range(nq):
+            for hh in range(group):
                 for j in range(d):
-                    o[j] = 0.0
-        for i in range(nk):
-            p = lo + i
-            load_row(row, vc[p % n_cells, g])
-            for tq in range(nq):
-                if p > p_first + tq:
-                    continue
-                for hh in range(group):
-                    e = s[hh, tq, i]
-                    if e == 0.0:
-                        continue
-                    o = out[t0 + tq, g * group + hh]
-                    for j in range(d):
-                        o[j] += e * row[j]
+                    qa[tq * group + hh, j] = q[t0 + tq, g * group + hh, j] * ks
+        kt = np.empty((nk, d), np.float32)
+        vt = np.empty((nk, d), np.float32)
+        _load_tiles(kt, vt, kc, vc, g, lo, nk, n_cells)
+        s = np.empty((rows, nk), np.float32)
+        _gemm_nt(s, qa, kt, rows, nk, d)
+        for r in range(rows):
+            pq = p_first + r // group
+            k_lo = 0 if window == 0 else max(0, pq - window + 1 - lo)
+            k_hi = pq - lo + 1  # keys k_lo..k_hi-1 are visible
+            m = np.float32(-np.inf)
+            for i in range(k_lo, k_hi):
+                m = max(m, s[r, i])
+            total = np.float32(0.0)
+            for i in range(nk):
+                if k_lo <= i < k_hi:
+                    e = np.exp(s[r, i] - m)
+                    s[r, i] = e
+                    total += e
+                else:
+                    s[r, i] = 0.0
+            inv = np.float32(1.0) / total
+            for i in range(k_lo, k_hi):
+                s[r, i] *= inv
+        o = np.zeros((rows, d), np.float32)
+        _gemm_nn_acc(o, s, vt, rows, d, nk)
+        for tq in range(nq):
+            for hh in range(group):
+                for j in range(d):
+                    out[t0 + tq, g * group + hh, j] = o[tq * group + hh, j]
