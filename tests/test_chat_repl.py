@@ -22,6 +22,9 @@ from tinyllm.chat.session import ChatSession
 
 UP, ENTER, CTRL_C, CTRL_D, CTRL_R, TAB = "\x1b[A", "\r", "\x03", "\x04", "\x12", "\t"
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
+# A new prompt on a terminal: prompt-toolkit turns bracketed paste on as it draws ">>> " (and
+# redraws ">>> text" when a line is sent, so ">>>" alone would match the old line too).
+PROMPT = "\x1b[?2004h"
 
 
 def make(replies=("Hi there!", "Fine.", "Third."), n_ctx=512, template="gemma", **kw):
@@ -294,7 +297,9 @@ def tiny_chat_model(tmp_path_factory):
 
 
 def spawn(args, tmp_path, timeout=120):
-    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), NO_COLOR="1", TERM="xterm")
+    # pexpect's terminal answers no cursor-position requests: tell prompt-toolkit not to ask
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), NO_COLOR="1", TERM="xterm",
+               PROMPT_TOOLKIT_NO_CPR="1")
     child = pexpect.spawn(
         sys.executable, ["-m", "tinyllm", "chat", *args], env=env, encoding="utf-8", timeout=timeout,
         dimensions=(40, 200),
@@ -303,54 +308,64 @@ def spawn(args, tmp_path, timeout=120):
 
 
 def test_terminal_session_on_tiny_model(tiny_chat_model, tmp_path):
-    c = spawn(["-m", str(tiny_chat_model), "--template", "gemma", "-c", "4096", "--temp", "1", "--seed", "1",
-               "-n", "-1"], tmp_path)
+    # Greedy: this random model never says <end_of_turn> to the story request, so that reply
+    # is still streaming whenever Ctrl+C comes.
+    c = spawn(["-m", str(tiny_chat_model), "--template", "gemma", "-c", "4096", "--temp", "0", "-n", "8"], tmp_path)
     try:
         c.expect("context 4096 tokens")
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline("Hello")
-        c.expect(r"\[ prefill (\d+) tok, [\d.]+ tok/s · reply (\d+) tok")
-        first_prefill = int(c.match.group(1))
-        c.expect(">>> ")
+        c.expect(r"\[ prefill (\d+) tok, [\d.]+ tok/s · reply 8 tok, [\d.]+ tok/s · context (\d+)/4096")
+        first_prefill, ctx = int(c.match.group(1)), int(c.match.group(2))
+        c.expect_exact(PROMPT)
         c.sendline("/kv")
-        c.expect(r"KV cache \(f16\): [\d.]+ MiB allocated; (\d+) of 4096 tokens used")
+        c.expect(rf"KV cache \(f16\): [\d.]+ MiB allocated; {ctx} of 4096 tokens used")
         c.expect(r"window layers \(ring, window 8\)")
-        c.expect(">>> ")
-        # a long reply (random weights rarely say <end_of_turn>): Ctrl+C stops it, the REPL stays
+        c.expect_exact(PROMPT)
+        c.sendline("/set max_tokens -1")
+        c.expect_exact(PROMPT)
         c.sendline("Tell me a long story")
-        c.expect(r"\S{20}")  # reply text streaming
+        c.expect_exact("\x1b[?2004l")  # the prompt has handed the terminal back: the reply is on its way
+        c.expect(r"[^\x1b]{10}")  # reply text is streaming (it runs until the context is full)
         c.sendcontrol("c")
-        c.expect(r"\[ prefill (\d+) tok.*stopped \]")
-        assert int(c.match.group(1)) < first_prefill + 20  # only the new turn was prefilled
-        c.expect(">>> ")
+        c.expect(r"\[ prefill (\d+) tok, [\d.]+ tok/s · reply (\d+) tok, [\d.]+ tok/s · context (\d+)/4096.*stopped \]")
+        p2, r2, ctx2 = map(int, c.match.groups())
+        assert 0 < r2 < 4000
+        # the first turn stayed in the cache: context = reused + prefilled + reply tokens fed back
+        assert ctx2 - p2 - r2 >= first_prefill - 1
+        c.expect_exact(PROMPT)
         c.sendline("/save " + str(tmp_path / "c.json"))
         c.expect(r"saved 4 messages")
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline("/clear")
         c.expect("KV cache cleared")
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.send("/lo")
-        c.send("\t")
+        c.send(TAB)
         time.sleep(0.5)
         c.sendline(str(tmp_path / "c.json"))
         c.expect("loaded 4 messages")
-        c.expect(">>> ")
-        c.send(UP)  # history recall: the /load line
+        c.expect_exact(PROMPT)
+        c.send(CTRL_C)
+        c.expect(r"Use Ctrl\+D or /bye to leave")
+        c.expect_exact(PROMPT)
+        c.send(CTRL_R)
+        c.send("long st")
+        c.expect(r"Tell me a \S*long st\S*ory")  # found in the history (the match is highlighted)
+        c.send(ENTER)  # accept the search: the story request is back in the line
         time.sleep(0.3)
-        c.send(UP)
+        c.send(CTRL_C)  # ... and dropped again
         time.sleep(0.3)
-        c.send(UP)  # ... /clear, /save, then the story request
-        time.sleep(0.3)
-        c.send(UP)
-        time.sleep(0.3)
-        c.send(CTRL_C)  # drop the recalled line
         c.sendline("/bye")
         c.expect(pexpect.EOF)
     finally:
         c.close(force=True)
     assert c.exitstatus == 0
     hist = (tmp_path / "state" / "tinyllm" / "history").read_text()
-    assert "Hello" in hist and "Tell me a long story" in hist
+    assert "+Hello" in hist and "+Tell me a long story" in hist and "+/load " in hist
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert len(saved["messages"][3]["content"]) > 0, saved  # the stopped reply was kept
 
 
 def test_piped_stdin_answers_once(tiny_chat_model, tmp_path):
@@ -371,7 +386,7 @@ def test_no_template_model_notice(tiny_chat_model, tmp_path):
     try:
         c.expect("template: raw")
         c.expect("no chat template: plain completion mode")
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendcontrol("d")
         c.expect(pexpect.EOF)
     finally:
@@ -402,40 +417,40 @@ def test_gemma_terminal_session(gemma_path, tmp_path):
     try:
         c.expect("gemma-3-270m-q4_k_m.gguf \\(gemma3\\) · context 2048 tokens · template: raw")
         c.expect("no chat template: plain completion mode")
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline("The capital of France is")
         c.expect(r"Paris")
         c.expect(r"\[ prefill (\d+) tok, [\d.]+ tok/s · reply (\d+) tok, [\d.]+ tok/s · context (\d+)/2048")
         p1, r1, ctx1 = map(int, c.match.groups())
         assert ctx1 == p1 + r1 - 1 or ctx1 == p1 + r1  # the last sampled token is not fed back
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline(" The capital of Germany is")
         c.expect(r"\[ prefill (\d+) tok, [\d.]+ tok/s · reply \d+ tok, [\d.]+ tok/s · context (\d+)/2048")
         p2, ctx2 = int(c.match.group(1)), int(c.match.group(2))
         assert p2 < 20 and ctx2 > ctx1  # the second turn prefilled only its own tokens
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline("/kv")
         c.expect(r"KV cache \(f16\): 21\.00 MiB allocated; (\d+) of 2048 tokens used")
         c.expect(r"full-attention layers: 3 layers, 2048 cells, 6\.00 MiB")
         c.expect(r"window layers \(ring, window 512\): 15 layers, 1024 cells, 15\.00 MiB")
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline("/save " + str(tmp_path / "g.json"))
         c.expect("saved 4 messages")
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline("/clear")
         c.expect("KV cache cleared")
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline("/set max_tokens 2000")
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline("Once upon a time")
         c.expect(r"\S+ \S+ \S+ \S+ \S+")  # streaming
         c.sendcontrol("c")
         c.expect(r"reply (\d+) tok, .*stopped \]")
         assert int(c.match.group(1)) < 2000
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline("/load " + str(tmp_path / "g.json"))
         c.expect("loaded 4 messages")
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.send(UP)
         time.sleep(0.3)
         c.send(UP)
@@ -451,7 +466,7 @@ def test_gemma_terminal_session(gemma_path, tmp_path):
         c.send(ENTER)  # recalled " The capital of Germany is"
         c.expect(r"\[ prefill (\d+) tok")
         assert int(c.match.group(1)) > p1  # after /load the whole conversation is prefilled
-        c.expect(">>> ")
+        c.expect_exact(PROMPT)
         c.sendline("/bye")
         c.expect(pexpect.EOF)
     finally:

@@ -223,51 +223,64 @@ class Repl:
             if not text.strip():
                 continue
             if text.lstrip().startswith("/"):
-                if self.command(text.strip()) == "bye":
-                    return 0
+                try:
+                    if self.command(text.strip()) == "bye":
+                        return 0
+                except KeyboardInterrupt:
+                    self.line("(interrupted)", "dim")
                 continue
             self.reply(lambda: self.session.ask(unwrap(text)))
 
     # ---- replies ----
     @contextmanager
-    def _ctrl_c_cancels(self, reply):
-        """While a reply streams, the first Ctrl+C stops it; a second one interrupts for real."""
-        state = {"n": 0}
+    def _ctrl_c_cancels(self):
+        """From Enter to the end of a reply, the first Ctrl+C stops the reply (once it exists;
+        before that, as soon as it does); a second one interrupts for real."""
+        state = {"reply": None, "n": 0}
 
         def handler(signum, frame):
             state["n"] += 1
             if state["n"] > 1:
                 raise KeyboardInterrupt
-            reply.cancel()
+            if state["reply"] is not None:
+                state["reply"].cancel()
 
         try:
             old = signal.signal(signal.SIGINT, handler)
         except ValueError:  # not the main thread
             old = None
         try:
-            yield
+            yield state
         finally:
             if old is not None:
                 signal.signal(signal.SIGINT, old)
 
     def reply(self, start) -> None:
-        try:
-            reply = start()
-        except ContextFullError as e:
-            self.line(str(e), "error")
-            return
-        except TinyLLMError as e:
-            self.line(f"error: {e}", "error")
-            return
-        try:
-            with self._ctrl_c_cancels(reply):
+        with self._ctrl_c_cancels() as state:
+            try:
+                reply = start()
+            except ContextFullError as e:
+                self.line(str(e), "error")
+                return
+            except TinyLLMError as e:
+                self.line(f"error: {e}", "error")
+                return
+            except KeyboardInterrupt:
+                self.line("(interrupted)", "dim")
+                return
+            state["reply"] = reply
+            if state["n"]:
+                reply.cancel()
+            try:
                 for piece in reply:
                     self.write(piece)
-        except KeyboardInterrupt:
-            reply.cancel()
-        except TinyLLMError as e:
-            self.line(f"error: {e}", "error")
-            return
+            except KeyboardInterrupt:
+                reply.cancel()
+                for piece in reply:  # let it finish cleanly (no more tokens once cancelled)
+                    self.write(piece)
+            except TinyLLMError as e:
+                self.line(f"error: {e}", "error")
+                return
         st = reply.stats
         if not self._at_line_start:
             self.write("\n")
