@@ -89,6 +89,31 @@ def _as_f32(typingctx, x):
     return types.float32(x), codegen
 
 
+@intrinsic
+def _as_u32(typingctx, x):
+    """Reinterpret the bits of a float32 as uint32 (no conversion)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(x), codegen
+
+
+@jit_fast
+def _fp16_bits_rne(x):
+    """fp16 bits of a float32 x with |x| < 65504, round-to-nearest-even, without branches so
+    loops over rows vectorize (the exact, general conversion is _fp32_to_fp16_bits)."""
+    b = _as_u32(x)
+    a = np.uint32(b & np.uint32(0x7FFFFFFF))
+    normal = np.uint32((a + np.uint32(0xFFF) + ((a >> 13) & np.uint32(1)) - np.uint32(0x38000000)) >> 13)
+    # below 2^-14 the fp16 value is a multiple of 2^-24: round |x|·2^24 to an integer
+    sub = np.uint32(np.rint(_as_f32(a) * np.float32(16777216.0)))
+    h = normal if a >= np.uint32(0x38800000) else sub
+    return np.uint32(((b >> 16) & np.uint32(0x8000)) | h)
+
+
 @jit_fast
 def _f16_row_to_f32(dst, src):
     """dst float32 (n,) <- fp16 bits src (n,), for finite values (the cache never stores Inf).
@@ -187,16 +212,15 @@ def geglu(out, gate, up, table):
     T, F = gate.shape
     for t in range(T):
         g = gate[t]
-        bits = g.view(np.uint32)
+        u = up[t]
+        o = out[t]
         for j in range(F):
             x = g[j]
-            if x <= -10.0:
-                y = np.float32(0.0)
-            elif x >= 10.0:
-                y = x
-            else:
-                y = table[_fp32_to_fp16_bits(bits[j])]
-            out[t, j] = y * up[t, j]
+            xc = min(max(x, np.float32(-10.0)), np.float32(10.0))  # keep the index in range
+            y = table[_fp16_bits_rne(xc)]
+            y = x if x >= 10.0 else y
+            y = np.float32(0.0) if x <= -10.0 else y
+            o[j] = y * u[j]
 
 
 @jit_fast
@@ -232,32 +256,34 @@ def head_norm_rope(x, w, use_norm, eps, cos, sin, neox, scale):
     neox rotates (x[i], x[i + n_rot/2]); otherwise adjacent pairs (x[2i], x[2i+1]) (§2.2)."""
     T, nh, d = x.shape
     half = cos.shape[1]
+    sc = np.float32(scale)
     for t in range(T):
+        c = cos[t]
+        s_ = sin[t]
         for h in range(nh):
             r = x[t, h]
             if use_norm:
-                s = 0.0
+                acc = 0.0
                 for j in range(d):
-                    s += np.float64(r[j] * r[j])
-                sc = np.float32(1.0) / np.sqrt(np.float32(s / d) + np.float32(eps))
+                    acc += np.float64(r[j] * r[j])
+                inv = np.float32(1.0) / np.sqrt(np.float32(acc / d) + np.float32(eps))
                 for j in range(d):
-                    r[j] = (r[j] * sc) * w[j]
-            for i in range(half):
-                c = cos[t, i]
-                s_ = sin[t, i]
-                if neox:
+                    r[j] = (r[j] * inv) * w[j]
+            if neox:
+                for i in range(half):
                     a = r[i]
                     b = r[i + half]
-                    r[i] = a * c - b * s_
-                    r[i + half] = a * s_ + b * c
-                else:
+                    r[i] = (a * c[i] - b * s_[i]) * sc
+                    r[i + half] = (a * s_[i] + b * c[i]) * sc
+            else:
+                for i in range(half):
                     a = r[2 * i]
                     b = r[2 * i + 1]
-                    r[2 * i] = a * c - b * s_
-                    r[2 * i + 1] = a * s_ + b * c
-            if scale != 1.0:
-                for j in range(d):
-                    r[j] *= scale
+                    r[2 * i] = (a * c[i] - b * s_[i]) * sc
+                    r[2 * i + 1] = (a * s_[i] + b * c[i]) * sc
+            if sc != 1.0:
+                for j in range(2 * half, d):  # dims past n_rot are only scaled
+                    r[j] *= sc
 
 
 # -- KV cache writes ------------------------------------------------------------------------------
