@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tinyllm.errors import GGUFError
-from tinyllm.gguf_io import GGUFFile, GGUFValueType, write_gguf
+from tinyllm.gguf_io import GGUFFile, GGUFValueType, StringArray, write_gguf
 from tinyllm.quants.types import GGMLType
 
 VT = GGUFValueType
@@ -78,6 +78,8 @@ def test_round_trip(small):
                 assert f.metadata[k] == want, k
             elif isinstance(v, np.ndarray):
                 assert _same_value(f.metadata[k], v), k
+            elif isinstance(v, list):  # string arrays: a compact read-only list
+                assert isinstance(f.metadata[k], StringArray) and f.metadata[k] == v, k
             else:
                 assert f.metadata[k] == v and type(f.metadata[k]) is type(v), k
         assert f.value_types["llama.context_length"] == (VT.UINT32, None)
@@ -469,3 +471,30 @@ def test_string_arrays_decode_like_gguf_py(tmp_path, tokens):
     field = gguf.GGUFReader(path).fields["t"]
     raw = [bytes(field.parts[i]) for i in field.data]
     assert raw == [t.encode("utf-8", "surrogateescape") for t in tokens]
+
+
+def test_string_arrays_are_compact_read_only_lists(tmp_path):
+    """String arrays come back as StringArray: one bytes object, items decoded on access; it
+    reads like the list gguf-py gives and writes back byte for byte."""
+    texts = ["<unk>", "", "▁hé", "a\0b", "ç" * 3, "x"]
+    raw = ["ok", "bad\udcff"]  # a non-UTF-8 byte survives as a surrogate escape
+    path = tmp_path / "s.gguf"
+    write_gguf(path, {"t.texts": texts, "t.raw": raw}, [])
+    f = GGUFFile(path)
+    a = f.metadata["t.texts"]
+    assert isinstance(a, StringArray) and len(a) == 6
+    assert a == texts and texts == a and list(a) == texts and a[:2] == texts[:2]
+    assert a[2] == "▁hé" and a[-1] == "x" and a.item_bytes(2) == "▁hé".encode()
+    assert a != texts[:-1] and a != texts[:-1] + ["y"]
+    with pytest.raises(IndexError):
+        a[6]
+    assert f.metadata["t.raw"] == raw and f.metadata["t.raw"].item_bytes(1) == b"bad\xff"
+    r = gguf.GGUFReader(path)
+    field = r.fields["t.texts"]
+    assert [bytes(field.parts[i]).decode() for i in field.data] == texts
+    copy = tmp_path / "copy.gguf"
+    write_gguf(copy, dict(f.metadata), [], value_types=f.value_types)
+    assert copy.read_bytes() == path.read_bytes()
+    empty = tmp_path / "e.gguf"
+    write_gguf(empty, {"t.none": StringArray.from_strings([])}, [], value_types={"t.none": (VT.ARRAY, VT.STRING)})
+    assert GGUFFile(empty).metadata["t.none"] == []

@@ -27,6 +27,7 @@ import struct
 import tempfile
 from enum import IntEnum
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -181,7 +182,7 @@ class _Cursor:
         # surrogateescape keeps any non-UTF-8 bytes, so writing the value back is lossless
         return s.decode("utf-8", "surrogateescape")
 
-    def string_array(self, count: int, what: str) -> list[str]:
+    def string_array(self, count: int, what: str) -> "StringArray":
         # Pass 1 only finds where each string starts (~40 ms for Gemma's 262,144 tokens),
         # with no bounds checks in the loop: an overrun shows up as struct.error or as an
         # end past the file, and then a checked pass names the bad element.
@@ -199,8 +200,8 @@ class _Cursor:
             self._string_array_overrun(count, what)
         begin, self.pos = self.pos, pos
         if count == 0:
-            return []
-        return _decode_strings(buf, begin, pos, np.array(starts, dtype=np.int64))
+            return StringArray(b"", np.zeros(0, np.int64))
+        return _string_region(buf, begin, pos, np.array(starts, dtype=np.int64))
 
     def _string_array_overrun(self, count: int, what: str):
         for i in range(count):
@@ -228,40 +229,92 @@ class _Cursor:
         return a
 
 
-def _decode_strings(buf, begin: int, end: int, starts: np.ndarray) -> list[str]:
-    """Decode the strings of one GGUF string array whose bytes start at `starts` (absolute)
-    in buf[begin:end], each preceded by its u64 length. Each length field becomes one NUL
-    separator, so one UTF-8 decode and one str.split do all of them; strings that contain
-    NUL or are not UTF-8 fall back to decoding one by one."""
+def _string_region(buf, begin: int, end: int, starts: np.ndarray) -> "StringArray":
+    """The strings of one GGUF string array whose bytes start at `starts` (absolute) in
+    buf[begin:end], each preceded by its u64 length, as a StringArray: the length fields are
+    cut out with one mask, nothing is decoded yet."""
     region = np.frombuffer(buf, dtype=np.uint8, count=end - begin, offset=begin)
     rel = starts - begin
     lens = np.append(rel[1:] - 8, len(region)) - rel
     is_text = np.ones(len(region), dtype=bool)
     is_text[(rel[:, None] - 8 + np.arange(8)).reshape(-1)] = False
-    if not region[is_text].all():
-        return _decode_each(buf, starts, lens)  # a string holds a NUL: no free separator
-    sep = rel[1:] - 1  # the last byte of each later length field becomes the separator
-    text = region.copy()
-    text[sep] = 0
-    keep = is_text
-    keep[sep] = True
-    try:
-        out = text[keep].tobytes().decode("utf-8").split("\0")
-    except UnicodeDecodeError:
-        return _decode_each(buf, starts, lens)
-    return out
+    return StringArray(region[is_text].tobytes(), lens)
 
 
-def _decode_each(buf, starts: np.ndarray, lens: np.ndarray) -> list[str]:
-    # surrogateescape keeps any non-UTF-8 bytes, so writing the value back is lossless
-    return [buf[s : s + n].decode("utf-8", "surrogateescape") for s, n in zip(starts.tolist(), lens.tolist())]
+class StringArray(Sequence):
+    """A read-only list of str kept as one UTF-8 bytes object and the end offset of each
+    string; an item is decoded when it is read. GGUF string arrays are held this way, since
+    262,144 Python strs (Gemma's vocabulary) cost ~20 MiB and these bytes ~2.5 MiB. Non-UTF-8
+    bytes decode with surrogateescape, so writing the value back is lossless.
+
+    Compares equal to any sequence of the same strs (`f.metadata[k] == ["a", "b"]`)."""
+
+    def __init__(self, data: bytes, lengths: np.ndarray):
+        self.data = data
+        self.ends = np.cumsum(np.asarray(lengths, dtype=np.int64))
+        if len(self.ends) and self.ends[-1] != len(data):
+            raise ValueError(f"string lengths sum to {int(self.ends[-1])}, but there are {len(data)} bytes")
+
+    @classmethod
+    def from_strings(cls, strings: Iterable[str]) -> "StringArray":
+        enc = [s.encode("utf-8", "surrogateescape") for s in strings]
+        return cls(b"".join(enc), np.array([len(b) for b in enc], dtype=np.int64))
+
+    def lengths(self) -> np.ndarray:
+        """Byte length of each string (int64)."""
+        return np.diff(self.ends, prepend=0)
+
+    def item_bytes(self, i: int) -> bytes:
+        """The UTF-8 bytes of string i."""
+        end = int(self.ends[i])
+        return self.data[end - self._len(i) : end]
+
+    def _len(self, i: int) -> int:
+        return int(self.ends[i] - (self.ends[i - 1] if i else 0))
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self.ends)
+        if not -n <= i < n:
+            raise IndexError(f"string index {i} out of range for {n} strings")
+        return self.item_bytes(i % n).decode("utf-8", "surrogateescape")
+
+    def __iter__(self):
+        text = self.data.decode("utf-8", "surrogateescape")
+        if len(text) == len(self.data):  # pure ASCII: one decode, then slice by offsets
+            start = 0
+            for end in self.ends.tolist():
+                yield text[start:end]
+                start = end
+        else:
+            start = 0
+            for end in self.ends.tolist():
+                yield self.data[start:end].decode("utf-8", "surrogateescape")
+                start = end
+
+    def __eq__(self, other):
+        if isinstance(other, StringArray):
+            return self.data == other.data and np.array_equal(self.ends, other.ends)
+        if isinstance(other, (list, tuple, Sequence)) and not isinstance(other, (str, bytes)):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(s) for s in self[:3])
+        return f"StringArray([{head}{', ...' if len(self) > 3 else ''}], {len(self)} strings)"
 
 
 class GGUFFile:
     """A parsed, memory-mapped GGUF file (architectures.md §1). Use as a context manager.
 
     Attributes: path, version, alignment, data_offset (absolute start of the tensor data),
-    metadata (key -> int/float/bool/str, list[str] for string arrays, np.ndarray for numeric
+    metadata (key -> int/float/bool/str, StringArray (a read-only list of str) for string arrays, np.ndarray for numeric
     arrays), value_types (key -> (GGUFValueType, element GGUFValueType or None)), tensors
     (name -> TensorInfo, in file order), arch (general.architecture or None).
     """
@@ -465,6 +518,8 @@ def _infer_type(value, key: str) -> tuple[GGUFValueType, GGUFValueType | None]:
         if vt is None:
             raise GGUFError(f"metadata {key!r}: unsupported array dtype {dt}")
         return GGUFValueType.ARRAY, vt
+    if isinstance(value, StringArray):
+        return GGUFValueType.ARRAY, GGUFValueType.STRING
     if isinstance(value, (list, tuple)):
         if not value:
             raise GGUFError(f"metadata {key!r}: cannot infer the element type of an empty list; give value_types")
@@ -486,6 +541,18 @@ def _encode_string(s: str) -> bytes:
     return _U64.pack(len(b)) + b
 
 
+def _encode_string_array(a: StringArray) -> bytes:
+    """Each string as u64 length + bytes, for all of them at once (the inverse of _string_region)."""
+    lens = a.lengths()
+    out = np.empty(8 * len(lens) + len(a.data), np.uint8)
+    is_len = np.zeros(len(out), dtype=bool)
+    field_at = np.arange(len(lens)) * 8 + (a.ends - lens)
+    is_len[(field_at[:, None] + np.arange(8)).reshape(-1)] = True
+    out[is_len] = lens.astype("<u8").view(np.uint8)
+    out[~is_len] = np.frombuffer(a.data, np.uint8)
+    return out.tobytes()
+
+
 def _encode_value(key: str, value, vtype: GGUFValueType, etype: GGUFValueType | None) -> bytes:
     try:
         if vtype == GGUFValueType.STRING:
@@ -495,6 +562,8 @@ def _encode_value(key: str, value, vtype: GGUFValueType, etype: GGUFValueType | 
         if vtype == GGUFValueType.ARRAY:
             if etype is None or etype == GGUFValueType.ARRAY:
                 raise TypeError(f"array element type {etype!r} is not supported")
+            if etype == GGUFValueType.STRING and isinstance(value, StringArray):
+                return _U32.pack(etype) + _U64.pack(len(value)) + _encode_string_array(value)
             if etype == GGUFValueType.STRING:
                 items = list(value)
                 return _U32.pack(etype) + _U64.pack(len(items)) + b"".join(_encode_string(s) for s in items)

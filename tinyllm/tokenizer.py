@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import codecs
 import os
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import Iterable
 
 import numpy as np
 
 from .errors import TokenizerError, UsageError
+from .gguf_io import StringArray
 
 
 class TokenType(IntEnum):
@@ -52,6 +54,7 @@ EOG_TEXTS = (
 SUPPORTED_MODELS = ("llama",)  # SentencePiece-style BPE ("SPM")
 
 SPACE = "\u2581"  # ▁, sentencepiece's escaped space
+SPACE_UTF8 = SPACE.encode("utf-8")
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 1, 2, 3, 4, 6
 
 
@@ -65,7 +68,7 @@ class Tokenizer:
 
     def __init__(
         self,
-        tokens: list[str],
+        tokens: "Sequence[str] | StringArray",
         scores: np.ndarray | None = None,
         types: np.ndarray | None = None,
         *,
@@ -85,14 +88,16 @@ class Tokenizer:
         if n == 0:
             raise TokenizerError(f"{source}: the vocabulary is empty")
         self.source = source
-        # llama.cpp renames empty token texts so that every text maps to one id
-        self.tokens = list(tokens)
-        self._blob, self._lens = _utf8_blob(self.tokens)  # all texts as bytes, for fast lookups
-        if not self._lens.all():
-            self.tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
-            self._blob, self._lens = _utf8_blob(self.tokens)
-        self._starts = np.zeros(n, dtype=np.int64)
-        np.cumsum(self._lens[:-1], out=self._starts[1:])
+        # all texts as one UTF-8 bytes object (a GGUF's StringArray is used as it is)
+        strings = tokens if isinstance(tokens, StringArray) else StringArray.from_strings(tokens)
+        lens = strings.lengths()
+        if not lens.all():  # llama.cpp renames empty token texts so that every text maps to one id
+            strings = StringArray.from_strings(t if t else f"[EMPTY_{i}]" for i, t in enumerate(strings))
+            lens = strings.lengths()
+        self._strings = strings
+        self._bytes = strings.data
+        self._blob, self._lens = np.frombuffer(strings.data, np.uint8), lens  # for fast lookups
+        self._starts = strings.ends - lens
         self.scores = np.zeros(n, np.float32) if scores is None else np.asarray(scores, np.float32)
         types = np.full(n, TokenType.NORMAL, np.int32) if types is None else np.array(types, np.int32)
         for what, arr in (("scores", self.scores), ("token types", types)):
@@ -173,7 +178,7 @@ class Tokenizer:
                 f"{source}: tokenizer model {model!r}{kind} is not supported yet (supported: llama/SPM)"
             )
         tokens = md.get("tokenizer.ggml.tokens")
-        if not isinstance(tokens, list) or not tokens:
+        if not isinstance(tokens, (list, StringArray)) or not tokens:
             raise TokenizerError(f"{source}: tokenizer.ggml.tokens is missing or empty")
 
         def get_id(key, default):
@@ -199,6 +204,11 @@ class Tokenizer:
             add_space_prefix=bool(md.get("tokenizer.ggml.add_space_prefix", True)),
             source=source,
         )
+
+    @property
+    def tokens(self) -> StringArray:
+        """The token texts (a read-only sequence of str, indexed by id)."""
+        return self._strings
 
     def _build_sentencepiece(self):
         import sentencepiece
@@ -304,12 +314,16 @@ class Tokenizer:
         i = self._check_id(token_id)
         t = self._type_list[i]
         if t == _NORMAL:
-            return self.tokens[i].replace(SPACE, " ").encode("utf-8", "surrogateescape")
+            return self._text_bytes(i).replace(SPACE_UTF8, b" ")
         if t == _BYTE:
-            return bytes((int(self.tokens[i][3:5], 16),))
+            return bytes((int(self._text_bytes(i)[3:5], 16),))
         if t == _USER_DEFINED or (special and (t == _CONTROL or t == _UNKNOWN)):
-            return self.tokens[i].encode("utf-8", "surrogateescape")
+            return self._text_bytes(i)
         return b""  # CONTROL/UNKNOWN without special; UNUSED and UNDEFINED always
+
+    def _text_bytes(self, i: int) -> bytes:
+        start = int(self._starts[i])
+        return self._bytes[start : start + int(self._lens[i])]
 
     def piece(self, token_id: int, special: bool = False) -> str:
         """The text of one token (llama.cpp token_to_piece); a lone byte of a multi-byte
@@ -423,18 +437,6 @@ def _put_varints(out: np.ndarray, pos: np.ndarray, v: np.ndarray, vlen: np.ndarr
         out[pos[m] + k] = byte | np.where(vlen[m] > k + 1, 0x80, 0)
 
 
-def _utf8_blob(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """All token texts as one UTF-8 byte array, and each text's byte length."""
-    joined = "\0".join(tokens).encode("utf-8", "surrogateescape")
-    arr = np.frombuffer(joined, dtype=np.uint8)
-    seps = np.flatnonzero(arr == 0)
-    if len(seps) == len(tokens) - 1:  # one encode for all, NUL-separated
-        lens = np.diff(np.concatenate(([-1], seps, [len(arr)]))) - 1
-        return arr[arr != 0], lens
-    enc = [t.encode("utf-8", "surrogateescape") for t in tokens]  # some text holds a NUL
-    return np.frombuffer(b"".join(enc), dtype=np.uint8), np.array([len(b) for b in enc], dtype=np.int64)
-
-
 def _model_proto(tok: Tokenizer, hidden: set[int] = frozenset()) -> bytes:
     # sentencepiece needs exactly one UNKNOWN piece (Gemma types <unk> CONTROL), and must not
     # match user-defined tokens itself: we split them out of the raw text as llama.cpp does,
@@ -447,7 +449,8 @@ def _model_proto(tok: Tokenizer, hidden: set[int] = frozenset()) -> bytes:
     blob, n = tok._blob, tok._lens
     if hidden:  # duplicate texts: renamed to something no text contains, and never matched
         ptypes[sorted(hidden)] = TokenType.CONTROL
-        blob, n = _utf8_blob([f"\u2402dup{i}\u2402" if i in hidden else t for i, t in enumerate(tok.tokens)])
+        renamed = StringArray.from_strings(f"\u2402dup{i}\u2402" if i in hidden else t for i, t in enumerate(tok.tokens))
+        blob, n = np.frombuffer(renamed.data, np.uint8), renamed.lengths()
 
     # Each piece, built for all 262,144 at once with numpy (a Python loop takes ~0.5 s):
     #   0x0A varint(body) | body = 0x0A varint(n) text[n] | 0x15 score:f32 | 0x18 type
