@@ -9,7 +9,6 @@ the cache array's dtype: float32 (f32), uint16 (f16 bits), uint8 (Q8_0 blocks):
 
     Q8_0 block, 34 bytes per 32 values:  | d: fp16 (2 B) | qs: int8 x 32 |   value j = d * qs[j]
 """
-import math
 
 import numpy as np
 from numba import prange, types
@@ -17,6 +16,7 @@ from llvmlite import ir
 from numba.extending import intrinsic, overload
 
 from ..jit import jit_exact, jit_fast
+from ..quants.quantize import fp16_bits_to_fp32, fp32_to_fp16_bits
 
 QK8_0 = 32
 Q8_0_BYTES = 34
@@ -28,53 +28,10 @@ _TWO_112 = np.float32(2.0**112)
 
 
 @jit_exact
-def _fp32_to_fp16_bits(x):
-    """uint32 bits of a float32 -> fp16 bits, IEEE round-to-nearest-even (as F16C / numpy)."""
-    sign = (x >> 16) & 0x8000
-    a = x & 0x7FFFFFFF
-    if a >= 0x7F800000:  # Inf / NaN
-        return sign | 0x7C00 | (0x200 if a > 0x7F800000 else 0)
-    if a >= 0x477FF000:  # rounds to >= 65520: overflow
-        return sign | 0x7C00
-    if a < 0x38800000:  # fp16 subnormal or zero
-        e = a >> 23
-        shift = 126 - e  # value = mant * 2^(e-150); fp16 unit is 2^-24
-        if shift > 24:
-            return sign
-        mant = (a & 0x7FFFFF) | 0x800000
-        r = mant >> shift
-        rem = mant & ((1 << shift) - 1)
-        half = 1 << (shift - 1)
-        if rem > half or (rem == half and (r & 1)):
-            r += 1
-        return sign | r
-    r = (a - 0x38000000) >> 13
-    rem = a & 0x1FFF
-    if rem > 0x1000 or (rem == 0x1000 and (r & 1)):
-        r += 1  # a carry into the exponent is the correct rounding
-    return sign | r
-
-
-@jit_exact
-def _fp16_to_fp32(h):
-    """fp16 bits -> float32 value, exact (scalar path; rows use _f16_row_to_f32)."""
-    e = (h >> 10) & 0x1F
-    m = h & 0x3FF
-    if e == 0:
-        v = math.ldexp(float(m), -24)
-    elif e == 31:
-        v = math.inf if m == 0 else math.nan
-    else:
-        v = math.ldexp(float(m + 1024), e - 25)
-    return np.float32(-v if h & 0x8000 else v)
-
-
-@jit_exact
 def _f32_row_to_f16(dst, src):
     """dst uint16 (n,) <- fp16 bits of float32 src (n,)."""
-    bits = src.view(np.uint32)
     for j in range(src.shape[0]):
-        dst[j] = _fp32_to_fp16_bits(bits[j])
+        dst[j] = fp32_to_fp16_bits(src[j])
 
 
 @intrinsic
@@ -104,7 +61,7 @@ def _as_u32(typingctx, x):
 @jit_fast
 def _fp16_bits_rne(x):
     """fp16 bits of a float32 x with |x| < 65504, round-to-nearest-even, without branches so
-    loops over rows vectorize (the exact, general conversion is _fp32_to_fp16_bits)."""
+    loops over rows vectorize (the exact, general conversion is quants' fp32_to_fp16_bits)."""
     b = _as_u32(x)
     a = np.uint32(b & np.uint32(0x7FFFFFFF))
     normal = np.uint32((a + np.uint32(0xFFF) + ((a >> 13) & np.uint32(1)) - np.uint32(0x38000000)) >> 13)
@@ -132,7 +89,7 @@ def _q8_0_row_to_f32(dst, src):
     nb = dst.shape[0] // QK8_0
     for b in range(nb):
         o = b * Q8_0_BYTES
-        d = _fp16_to_fp32(np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8))
+        d = fp16_bits_to_fp32(np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8))
         for j in range(QK8_0):
             q = (np.int32(src[o + 2 + j]) ^ 0x80) - 0x80  # uint8 byte -> int8 value
             dst[b * QK8_0 + j] = d * np.float32(q)
@@ -318,13 +275,12 @@ def store_q8_0(cache, qs, d, pos0):
     T = qs.shape[0]
     Hkv = cache.shape[1]
     nb = cache.shape[2] // Q8_0_BYTES
-    dbits = d.view(np.uint32)
     for t in range(T):
         c = (pos0 + t) % n_cells
         for g in range(Hkv):
             row = cache[c, g]
             for b in range(nb):
-                h = _fp32_to_fp16_bits(dbits[t, g * nb + b])
+                h = fp32_to_fp16_bits(d[t, g * nb + b])
                 o = b * Q8_0_BYTES
                 row[o] = np.uint8(h & 0xFF)
                 row[o + 1] = np.uint8(h >> 8)
