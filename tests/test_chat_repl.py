@@ -55,6 +55,18 @@ def drive(session, chunks, history=None, **kw):
     return rc, out.getvalue()
 
 
+def test_first_compile_is_announced_before_the_prompt():
+    """A model whose kernels still need compiling is warmed up before the first prompt, and a
+    long compile is reported, so the first message is not followed by a silent pause."""
+    s, m = make()
+    m.compile_seconds = None
+    m.warmup = lambda: setattr(m, "compile_seconds", 21.5) or 21.5
+    rc, screen = drive(s, ["/bye" + ENTER])
+    lines = screen.splitlines()
+    assert rc == 0 and m.compile_seconds == 21.5
+    assert lines[2] == "kernels compiled in 21.5 s (cached for the next runs)"
+
+
 # ---- input ----
 
 

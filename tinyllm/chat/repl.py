@@ -209,8 +209,25 @@ class Repl:
             self.line(self.notice, "notice")
         self.line("Type a message and press Enter. /help lists the commands; Ctrl+D or /bye leaves.", "dim")
 
+    def warm_up(self) -> None:
+        """Compile (first run) or load the kernels before the first prompt, saying so, so that
+        the ~20 s of a first-ever compile is not a silent pause after the first message."""
+        m = self.session.model
+        if getattr(m, "compile_seconds", 0.0) is not None or not hasattr(m, "warmup"):
+            return
+        tty = hasattr(self.out, "isatty") and self.out.isatty()
+        if tty:
+            self.write("preparing the kernels (the first run compiles them, about 20 s; later runs load them)...")
+        seconds = m.warmup()
+        if tty:
+            self.write("\r\x1b[K")
+            self._at_line_start = True
+        if seconds >= 2.0:
+            self.line(f"kernels compiled in {seconds:.1f} s (cached for the next runs)", "dim")
+
     def run(self) -> int:
         self.welcome()
+        self.warm_up()
         while True:
             try:
                 text = self.read()
