@@ -53,6 +53,7 @@ def run(args):
     prompt = read_prompt(args)
     model = _options.load_model(args)
     err = sys.stderr
+    _options.warm_up(model, err)
     gen = generate(
         model,
         prompt,
@@ -115,7 +116,7 @@ def print_stats(gen, model, err) -> None:
         file=err,
     )
     print(
-        f"time to first token = {st.ttft_seconds * 1e3:.2f} ms; JIT compile = {st.compile_seconds:.2f} s "
+        f"time to first token = {st.ttft_seconds * 1e3:.2f} ms; JIT compile = {model.compile_seconds:.2f} s "
         f"(not counted above)",
         file=err,
     )
