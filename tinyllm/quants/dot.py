@@ -584,9 +584,11 @@ def _splat(builder, value, vty):
     return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(I32, vty.count), [0] * vty.count))
 
 
-def _make_mac_u8(K):
-    """acc[ao:ao+16] += Σ_{k<K} pairsum(qb[qo + k*qs : +32] (uint8) * (y2[yo+k] as two int8)),
-    summed in int16 lanes (one per row), then sign-extended and added in int32."""
+def _make_mac_u8(K, G=TILE // 16):
+    """For the G groups of 16 rows of a tile (g < G): acc[ao+16g : +16] +=
+    Σ_{k<K} pairsum(qb[qo + 32g + k*qs : +32] (uint8) * (y2[yo+k] as two int8)), summed in
+    int16 lanes (one per row), then sign-extended and added in int32. Each activation pair is
+    broadcast once and used by all G groups."""
 
     @intrinsic
     def mac_u8(typingctx, acc, ao, qb, qo, qs, y2, yo):
@@ -597,16 +599,21 @@ def _make_mac_u8(K):
             fn = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw"
             )
-            s = None
+            s = [None] * G
             for k in range(K):
-                off = _offset(context, builder, args[3], A[3], args[4], A[4], k)
-                w = builder.load(_vec_ptr(context, builder, A[2], args[2], off, types.intp, V32I8), align=1)
                 yo = _offset(context, builder, args[6], A[6], ir.Constant(I32, 1), types.int32, k)
                 y = builder.load(_vec_ptr(context, builder, A[5], args[5], yo, types.intp, I16), align=2)
-                p = builder.call(fn, [w, builder.bitcast(_splat(builder, y, V16I16), V32I8)])
-                s = p if s is None else builder.add(s, p)
-            ap = _vec_ptr(context, builder, A[0], args[0], args[1], A[1], V16I32)
-            builder.store(builder.add(builder.load(ap, align=4), builder.sext(s, V16I32)), ap, align=4)
+                yv = builder.bitcast(_splat(builder, y, V16I16), V32I8)
+                off = _offset(context, builder, args[3], A[3], args[4], A[4], k)
+                for g in range(G):
+                    og = builder.add(off, ir.Constant(off.type, 32 * g))
+                    w = builder.load(_vec_ptr(context, builder, A[2], args[2], og, types.intp, V32I8), align=1)
+                    p = builder.call(fn, [w, yv])
+                    s[g] = p if s[g] is None else builder.add(s[g], p)
+            for g in range(G):
+                ag = builder.add(context.cast(builder, args[1], A[1], types.intp), ir.Constant(ir.IntType(64), 16 * g))
+                ap = _vec_ptr(context, builder, A[0], args[0], ag, types.intp, V16I32)
+                builder.store(builder.add(builder.load(ap, align=4), builder.sext(s[g], V16I32)), ap, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -619,9 +626,10 @@ _mac_u8_4 = _make_mac_u8(4)  # Q5: <= 2*31*127 per pair
 _mac_u8_8 = _make_mac_u8(8)  # Q4: <= 2*15*127 per pair
 
 
-def _make_mac_i8(K):
-    """acc[ao:ao+16] += Σ_{k<K} pairsum(qb[qo + k*qs : +32] (int8) * y2[yo+k]) with vpmaddwd
-    (int16 x int16 -> int32 pair sums): Q8_0's signed weights."""
+def _make_mac_i8(K, G=TILE // 16):
+    """For the G groups of 16 rows of a tile: acc[ao+16g : +16] += Σ_{k<K}
+    pairsum(qb[qo + 32g + k*qs : +32] (int8) * y2[yo+k]) with vpmaddwd (int16 x int16 -> int32
+    pair sums): Q8_0's signed weights. Each activation pair is broadcast once for all G groups."""
 
     @intrinsic
     def mac_i8(typingctx, acc, ao, qb, qo, qs, y2, yo):
@@ -634,21 +642,25 @@ def _make_mac_i8(K):
             )
             lo_idx = ir.Constant(ir.VectorType(I32, 16), list(range(16)))
             hi_idx = ir.Constant(ir.VectorType(I32, 16), list(range(16, 32)))
-            s_lo = s_hi = None
+            s_lo, s_hi = [None] * G, [None] * G
             for k in range(K):
-                off = _offset(context, builder, args[3], A[3], args[4], A[4], k)
-                w = builder.sext(builder.load(_vec_ptr(context, builder, A[2], args[2], off, types.intp, V32I8), align=1), V32I16)
                 yo = _offset(context, builder, args[6], A[6], ir.Constant(I32, 1), types.int32, k)
                 y = builder.load(_vec_ptr(context, builder, A[5], args[5], yo, types.intp, ir.VectorType(I8, 2)), align=2)
                 y32 = builder.bitcast(builder.sext(y, ir.VectorType(I16, 2)), I32)  # (y0, y1) as two int16
                 yv = builder.bitcast(_splat(builder, y32, V8I32), V16I16)
-                p_lo = builder.call(fn, [builder.shuffle_vector(w, w, lo_idx), yv])
-                p_hi = builder.call(fn, [builder.shuffle_vector(w, w, hi_idx), yv])
-                s_lo = p_lo if s_lo is None else builder.add(s_lo, p_lo)
-                s_hi = p_hi if s_hi is None else builder.add(s_hi, p_hi)
-            both = builder.shuffle_vector(s_lo, s_hi, ir.Constant(ir.VectorType(I32, 16), list(range(16))))
-            ap = _vec_ptr(context, builder, A[0], args[0], args[1], A[1], V16I32)
-            builder.store(builder.add(builder.load(ap, align=4), both), ap, align=4)
+                off = _offset(context, builder, args[3], A[3], args[4], A[4], k)
+                for g in range(G):
+                    og = builder.add(off, ir.Constant(off.type, 32 * g))
+                    w = builder.sext(builder.load(_vec_ptr(context, builder, A[2], args[2], og, types.intp, V32I8), align=1), V32I16)
+                    p_lo = builder.call(fn, [builder.shuffle_vector(w, w, lo_idx), yv])
+                    p_hi = builder.call(fn, [builder.shuffle_vector(w, w, hi_idx), yv])
+                    s_lo[g] = p_lo if s_lo[g] is None else builder.add(s_lo[g], p_lo)
+                    s_hi[g] = p_hi if s_hi[g] is None else builder.add(s_hi[g], p_hi)
+            for g in range(G):
+                both = builder.shuffle_vector(s_lo[g], s_hi[g], ir.Constant(ir.VectorType(I32, 16), list(range(16))))
+                ag = builder.add(context.cast(builder, args[1], A[1], types.intp), ir.Constant(ir.IntType(64), 16 * g))
+                ap = _vec_ptr(context, builder, A[0], args[0], ag, types.intp, V16I32)
+                builder.store(builder.add(builder.load(ap, align=4), both), ap, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -767,8 +779,7 @@ def mm_q8_0_avx2(out, q8, d, yq, yd, ys):
                 db = _h2f_block(dbuf[c, 0], d, tl, b)
                 for t in range(T):
                     acc[:] = 0
-                    for rc in range(0, R, 16):
-                        _mac_i8_16(acc, rc, q8f, (tl * npair + 16 * b) * R2 + 2 * rc, R2, y2[t], 16 * b)
+                    _mac_i8_16(acc, 0, q8f, (tl * npair + 16 * b) * R2, R2, y2[t], 16 * b)  # all R = TILE rows
                     dy = yd[t, b]
                     ft = facc[c, t]
                     for r in range(R):
@@ -799,8 +810,7 @@ def mm_q4_0_avx2(out, q4, d, yq, yd, ys):
                 for t in range(T):
                     acc[:] = 0
                     for h in range(2):
-                        for rc in range(0, R, 16):
-                            _mac_u8_8(acc, rc, buf, 8 * h * R2 + 2 * rc, R2, y2[t], 16 * b + 8 * h)
+                        _mac_u8_8(acc, 0, buf, 8 * h * R2, R2, y2[t], 16 * b + 8 * h)  # all R = TILE rows
                     off = np.int32(8 * ys[t, b])  # stored as q + 8
                     dy = yd[t, b]
                     ft = facc[c, t]
@@ -835,8 +845,7 @@ def mm_q5_0_avx2(out, q4, qh, d, yq, yd, ys):
                 for t in range(T):
                     acc[:] = 0
                     for g in range(4):
-                        for rc in range(0, R, 16):
-                            _mac_u8_4(acc, rc, buf, 4 * g * R2 + 2 * rc, R2, y2[t], 16 * b + 4 * g)
+                        _mac_u8_4(acc, 0, buf, 4 * g * R2, R2, y2[t], 16 * b + 4 * g)  # all R = TILE rows
                     off = np.int32(16 * ys[t, b])  # stored as q + 16
                     dy = yd[t, b]
                     ft = facc[c, t]
@@ -879,12 +888,11 @@ def _kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, five):
                     summ[:] = 0
                     for j in range(8):  # sub-blocks of 32 = 16 pairs
                         acc[:] = 0
-                        for q in range(0, 16, 4 if five else 8):
-                            for rc in range(0, R, 16):
-                                if five:
-                                    _mac_u8_4(acc, rc, buf, (16 * j + q) * R2 + 2 * rc, R2, y2[t], 128 * b + 16 * j + q)
-                                else:
-                                    _mac_u8_8(acc, rc, buf, (16 * j + q) * R2 + 2 * rc, R2, y2[t], 128 * b + 16 * j + q)
+                        for q in range(0, 16, 4 if five else 8):  # all R = TILE rows per call
+                            if five:
+                                _mac_u8_4(acc, 0, buf, (16 * j + q) * R2, R2, y2[t], 128 * b + 16 * j + q)
+                            else:
+                                _mac_u8_8(acc, 0, buf, (16 * j + q) * R2, R2, y2[t], 128 * b + 16 * j + q)
                         bs = ys[t, 16 * b + 2 * j] + ys[t, 16 * b + 2 * j + 1]
                         s = sc[tl, 8 * b + j]
                         m = mn[tl, 8 * b + j]
@@ -941,8 +949,7 @@ def mm_q6_K_avx2(out, q4, qh, sc, d, yq, yd, ys):
                     for j in range(16):  # sub-blocks of 16 = 8 pairs
                         acc[:] = 0
                         for q in range(0, 8, 2):
-                            for rc in range(0, R, 16):
-                                _mac_u8_2(acc, rc, buf, (8 * j + q) * R2 + 2 * rc, R2, y2[t], 128 * b + 8 * j + q)
+                            _mac_u8_2(acc, 0, buf, (8 * j + q) * R2, R2, y2[t], 128 * b + 8 * j + q)  # all R = TILE rows
                         bs = ys[t, 16 * b + j]
                         s = sc[tl, 16 * b + j]
                         for r in range(R):
