@@ -281,6 +281,21 @@ def test_save_then_load(tmp_path):
     assert f"error: cannot read {tmp_path}/missing.json" in screen
 
 
+def test_read_sends_a_file_as_the_message(tmp_path):
+    notes = tmp_path / "my notes.txt"
+    notes.write_text("line one\nline two\n")
+    (tmp_path / "blob.bin").write_bytes(b"\x00\x01")
+    s, m = make()
+    _, screen = drive(s, [f'/read "{notes}" Summarize this:' + ENTER, f"/read {tmp_path}/missing.txt" + ENTER,
+                          f"/read {tmp_path}/blob.bin" + ENTER, "/read" + ENTER, "/bye" + ENTER])
+    assert f"(sending {notes}: 17 characters)" in screen and "Hi there!" in screen
+    assert [x["content"] for x in s.messages] == ["Summarize this:\n\nline one\nline two", "Hi there!"]
+    assert m.tokenizer.decode(m.calls[0]).startswith("user\nSummarize this:\n\nline one\nline two")
+    assert f"error: cannot read {tmp_path}/missing.txt: No such file or directory" in screen
+    assert f"error: {tmp_path}/blob.bin is not a text file" in screen
+    assert "error: /read takes a file name" in screen
+
+
 def test_raw_mode():
     s, m = make(replies=[" upon a time"], template="raw")
     _, screen = drive(s, ["Once" + ENTER, "/bye" + ENTER])

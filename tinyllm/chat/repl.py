@@ -34,6 +34,7 @@ COMMANDS = {
     "/show": ("info|params|template|system", "show the model, the settings, the chat template or the system prompt"),
     "/kv": ("", "KV cache: allocated and used MiB, cells used of n_ctx"),
     "/stats": ("", "figures of the last reply"),
+    "/read": ("FILE [TEXT]", "send a text file as your message (TEXT, if given, goes before it)"),
     "/save": ("FILE", "save the conversation as JSON"),
     "/load": ("FILE", "load a conversation saved with /save"),
     "/bye": ("", "leave (also /exit, Ctrl+D)"),
@@ -469,6 +470,23 @@ class Repl:
         p = self.session.save(_path_arg(arg))
         self.line(f"(saved {len(self.session.messages)} messages to {p})", "dim")
 
+    def cmd_read(self, arg):
+        if not arg:
+            raise UsageError("/read takes a file name, then optionally text to put before the file")
+        path, text = _split_path(arg)
+        try:
+            data = Path(path).expanduser().read_bytes()
+        except OSError as e:
+            raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+        if b"\0" in data:
+            raise UsageError(f"{path} is not a text file")
+        body = data.decode("utf-8", "replace").strip("\n")
+        if not body.strip():
+            raise UsageError(f"{path} is empty")
+        self.line(f"(sending {path}: {len(body)} characters)", "dim")
+        message = f"{text}\n\n{body}" if text else body
+        self.reply(lambda: self.session.ask(message))
+
     def cmd_load(self, arg):
         if not arg:
             raise UsageError("/load takes a file name saved with /save")
@@ -478,6 +496,16 @@ class Repl:
             who = "you" if m["role"] == "user" else "model"
             text = m["content"] if len(m["content"]) <= 200 else m["content"][:200] + "…"
             self.line(f"  {who}: {text}", "dim")
+
+
+def _split_path(arg: str) -> tuple[str, str]:
+    """'FILE rest of the line' -> (FILE, rest); FILE may be quoted to hold spaces."""
+    if arg[:1] in "'\"":
+        end = arg.find(arg[0], 1)
+        if end > 0:
+            return arg[1:end], arg[end + 1 :].strip()
+    path, _, rest = arg.partition(" ")
+    return path, rest.strip()
 
 
 def _path_arg(arg: str) -> str:
