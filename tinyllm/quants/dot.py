@@ -584,8 +584,8 @@ def _splat(builder, value, vty):
     return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(I32, vty.count), [0] * vty.count))
 
 
-def _make_mac_u8(K, G=TILE // 16):
-    """For the G groups of 16 rows of a tile (g < G): acc[ao+16g : +16] +=
+def _make_mac_u8(K, G=TILE // 16, store=False):
+    """For the G groups of 16 rows of a tile (g < G): acc[ao+16g : +16] += (= with store)
     Σ_{k<K} pairsum(qb[qo + 32g + k*qs : +32] (uint8) * (y2[yo+k] as two int8)), summed in
     int16 lanes (one per row), then sign-extended and added in int32. Each activation pair is
     broadcast once and used by all G groups."""
@@ -613,7 +613,8 @@ def _make_mac_u8(K, G=TILE // 16):
             for g in range(G):
                 ag = builder.add(context.cast(builder, args[1], A[1], types.intp), ir.Constant(ir.IntType(64), 16 * g))
                 ap = _vec_ptr(context, builder, A[0], args[0], ag, types.intp, V16I32)
-                builder.store(builder.add(builder.load(ap, align=4), builder.sext(s[g], V16I32)), ap, align=4)
+                v = builder.sext(s[g], V16I32)
+                builder.store(v if store else builder.add(builder.load(ap, align=4), v), ap, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -624,10 +625,12 @@ def _make_mac_u8(K, G=TILE // 16):
 _mac_u8_2 = _make_mac_u8(2)  # Q6_K: pair sums <= 2*63*127, two fit in int16
 _mac_u8_4 = _make_mac_u8(4)  # Q5: <= 2*31*127 per pair
 _mac_u8_8 = _make_mac_u8(8)  # Q4: <= 2*15*127 per pair
+# the same, storing instead of adding: the first call of a sum (no zeroing pass, no memset call)
+_set_u8_2, _set_u8_4, _set_u8_8 = (_make_mac_u8(k, store=True) for k in (2, 4, 8))
 
 
-def _make_mac_i8(K, G=TILE // 16):
-    """For the G groups of 16 rows of a tile: acc[ao+16g : +16] += Σ_{k<K}
+def _make_mac_i8(K, G=TILE // 16, store=False):
+    """For the G groups of 16 rows of a tile: acc[ao+16g : +16] += (= with store) Σ_{k<K}
     pairsum(qb[qo + 32g + k*qs : +32] (int8) * y2[yo+k]) with vpmaddwd (int16 x int16 -> int32
     pair sums): Q8_0's signed weights. Each activation pair is broadcast once for all G groups."""
 
@@ -660,7 +663,7 @@ def _make_mac_i8(K, G=TILE // 16):
                 both = builder.shuffle_vector(s_lo[g], s_hi[g], ir.Constant(ir.VectorType(I32, 16), list(range(16))))
                 ag = builder.add(context.cast(builder, args[1], A[1], types.intp), ir.Constant(ir.IntType(64), 16 * g))
                 ap = _vec_ptr(context, builder, A[0], args[0], ag, types.intp, V16I32)
-                builder.store(builder.add(builder.load(ap, align=4), both), ap, align=4)
+                builder.store(both if store else builder.add(builder.load(ap, align=4), both), ap, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -668,7 +671,7 @@ def _make_mac_i8(K, G=TILE // 16):
     return mac_i8
 
 
-_mac_i8_16 = _make_mac_i8(16)  # a whole Q8_0 block; int32 sums cannot overflow
+_set_i8_16 = _make_mac_i8(16, store=True)  # a whole Q8_0 block (stored); int32 sums cannot overflow
 
 
 def _make_unpack(bits):
@@ -778,8 +781,7 @@ def mm_q8_0_avx2(out, q8, d, yq, yd, ys):
             for b in range(nb):
                 db = _h2f_block(dbuf[c, 0], d, tl, b)
                 for t in range(T):
-                    acc[:] = 0
-                    _mac_i8_16(acc, 0, q8f, (tl * npair + 16 * b) * R2, R2, y2[t], 16 * b)  # all R = TILE rows
+                    _set_i8_16(acc, 0, q8f, (tl * npair + 16 * b) * R2, R2, y2[t], 16 * b)  # all R = TILE rows
                     dy = yd[t, b]
                     ft = facc[c, t]
                     for r in range(R):
@@ -808,9 +810,8 @@ def mm_q4_0_avx2(out, q4, d, yq, yd, ys):
                         _unpack4(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 16 * b + 4 * g) * R + rc, R, q4f, 0)
                 db = _h2f_block(dbuf[c, 0], d, tl, b)
                 for t in range(T):
-                    acc[:] = 0
-                    for h in range(2):
-                        _mac_u8_8(acc, 0, buf, 8 * h * R2, R2, y2[t], 16 * b + 8 * h)  # all R = TILE rows
+                    _set_u8_8(acc, 0, buf, 0, R2, y2[t], 16 * b)  # all R = TILE rows
+                    _mac_u8_8(acc, 0, buf, 8 * R2, R2, y2[t], 16 * b + 8)
                     off = np.int32(8 * ys[t, b])  # stored as q + 8
                     dy = yd[t, b]
                     ft = facc[c, t]
@@ -843,9 +844,9 @@ def mm_q5_0_avx2(out, q4, qh, d, yq, yd, ys):
                                  qhf, (tl * ngrp + 4 * b + g) * R + rc)
                 db = _h2f_block(dbuf[c, 0], d, tl, b)
                 for t in range(T):
-                    acc[:] = 0
-                    for g in range(4):
-                        _mac_u8_4(acc, 0, buf, 4 * g * R2, R2, y2[t], 16 * b + 4 * g)  # all R = TILE rows
+                    _set_u8_4(acc, 0, buf, 0, R2, y2[t], 16 * b)  # all R = TILE rows
+                    for g in range(1, 4):
+                        _mac_u8_4(acc, 0, buf, 4 * g * R2, R2, y2[t], 16 * b + 4 * g)
                     off = np.int32(16 * ys[t, b])  # stored as q + 16
                     dy = yd[t, b]
                     ft = facc[c, t]
@@ -887,12 +888,13 @@ def _kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, five):
                     isum[:] = 0
                     summ[:] = 0
                     for j in range(8):  # sub-blocks of 32 = 16 pairs
-                        acc[:] = 0
-                        for q in range(0, 16, 4 if five else 8):  # all R = TILE rows per call
-                            if five:
+                        if five:  # all R = TILE rows per call
+                            _set_u8_4(acc, 0, buf, 16 * j * R2, R2, y2[t], 128 * b + 16 * j)
+                            for q in range(4, 16, 4):
                                 _mac_u8_4(acc, 0, buf, (16 * j + q) * R2, R2, y2[t], 128 * b + 16 * j + q)
-                            else:
-                                _mac_u8_8(acc, 0, buf, (16 * j + q) * R2, R2, y2[t], 128 * b + 16 * j + q)
+                        else:
+                            _set_u8_8(acc, 0, buf, 16 * j * R2, R2, y2[t], 128 * b + 16 * j)
+                            _mac_u8_8(acc, 0, buf, (16 * j + 8) * R2, R2, y2[t], 128 * b + 16 * j + 8)
                         bs = ys[t, 16 * b + 2 * j] + ys[t, 16 * b + 2 * j + 1]
                         s = sc[tl, 8 * b + j]
                         m = mn[tl, 8 * b + j]
@@ -947,9 +949,9 @@ def mm_q6_K_avx2(out, q4, qh, sc, d, yq, yd, ys):
                     isum[:] = 0
                     corr[:] = 0
                     for j in range(16):  # sub-blocks of 16 = 8 pairs
-                        acc[:] = 0
-                        for q in range(0, 8, 2):
-                            _mac_u8_2(acc, 0, buf, (8 * j + q) * R2, R2, y2[t], 128 * b + 8 * j + q)  # all R = TILE rows
+                        _set_u8_2(acc, 0, buf, 8 * j * R2, R2, y2[t], 128 * b + 8 * j)  # all R = TILE rows
+                        for q in range(2, 8, 2):
+                            _mac_u8_2(acc, 0, buf, (8 * j + q) * R2, R2, y2[t], 128 * b + 8 * j + q)
                         bs = ys[t, 16 * b + j]
                         s = sc[tl, 16 * b + j]
                         for r in range(R):
