@@ -60,7 +60,7 @@ def test_first_compile_is_announced_before_the_prompt():
     long compile is reported, so the first message is not followed by a silent pause."""
     s, m = make()
     m.compile_seconds = None
-    m.warmup = lambda: setattr(m, "compile_seconds", 21.5) or 21.5
+    m.warmup = lambda notice=None: setattr(m, "compile_seconds", 21.5) or 21.5
     rc, screen = drive(s, ["/bye" + ENTER])
     lines = screen.splitlines()
     assert rc == 0 and m.compile_seconds == 21.5

@@ -216,13 +216,7 @@ class Repl:
         m = self.session.model
         if getattr(m, "compile_seconds", 0.0) is not None or not hasattr(m, "warmup"):
             return
-        tty = hasattr(self.out, "isatty") and self.out.isatty()
-        if tty:
-            self.write("preparing the kernels (the first run compiles them, about 20 s; later runs load them)...")
-        seconds = m.warmup()
-        if tty:
-            self.write("\r\x1b[K")
-            self._at_line_start = True
+        seconds = m.warmup(notice=self.out if hasattr(self.out, "isatty") else None)
         if seconds >= 2.0:
             self.line(f"kernels compiled in {seconds:.1f} s (cached for the next runs)", "dim")
 

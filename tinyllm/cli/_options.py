@@ -6,7 +6,6 @@ bad value is one line `tinyllm: error: ...` with exit code 1, like every other e
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..errors import UsageError
 
@@ -104,21 +103,6 @@ def load_model(args, *, n_ctx: int | None = None):
     from ..model import load
 
     return load(path, n_ctx=n_ctx, threads=threads, kv_type=kv_type)
-
-
-def warm_up(model, err=None) -> float:
-    """Compile (first run) or load the model's kernels now, saying so on a terminal, so that a
-    first-ever compile (~20 s) is not a silent pause. Returns the compile seconds."""
-    err = err or sys.stderr
-    tty = err.isatty()
-    if tty and model.compile_seconds is None:
-        err.write("preparing the kernels (the first run compiles them, about 20 s; later runs load them)...")
-        err.flush()
-    seconds = model.warmup()
-    if tty:
-        err.write("\r\x1b[K")
-        err.flush()
-    return seconds
 
 
 def sampling_params(args):

@@ -53,7 +53,7 @@ def run(args):
     prompt = read_prompt(args)
     model = _options.load_model(args)
     err = sys.stderr
-    _options.warm_up(model, err)
+    model.warmup(notice=err)  # before generating: a first-run compile is announced, not silent
     gen = generate(
         model,
         prompt,

@@ -80,22 +80,34 @@ class Model:
 
     # -- forward ----------------------------------------------------------------------------
 
-    def warmup(self) -> float:
+    def warmup(self, notice=None) -> float:
         """Compile (or load from Numba's cache) every kernel the forward pass uses, for decode and
         prefill, and return the seconds that took. Runs a 2-token prefill and a 1-token decode
-        twice and counts the first run's extra time; the cache is left empty."""
+        twice and counts the first run's extra time; the cache is left empty.
+
+        notice: a text stream; when it is a terminal, a line says what is going on while this
+        runs (a first-ever compile takes ~20 s) and is erased afterwards."""
         if self.compile_seconds is not None:
             return self.compile_seconds
         n_past = self.kv.n_past
         if n_past:
             raise UsageError("warmup() must run before the first forward (the KV cache is not empty)")
-        runs = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            self._forward(np.zeros(2, np.int32), False)
-            self._forward(np.zeros(1, np.int32), False)
-            runs.append(time.perf_counter() - t0)
-            self.kv.reset()
+        tty = notice is not None and notice.isatty()
+        if tty:
+            notice.write("preparing the kernels (the first run compiles them, about 20 s; later runs load them)...")
+            notice.flush()
+        try:
+            runs = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                self._forward(np.zeros(2, np.int32), False)
+                self._forward(np.zeros(1, np.int32), False)
+                runs.append(time.perf_counter() - t0)
+                self.kv.reset()
+        finally:
+            if tty:
+                notice.write("\r\x1b[K")
+                notice.flush()
         self.compile_seconds = max(0.0, runs[0] - runs[1])
         return self.compile_seconds
 
