@@ -25,9 +25,9 @@ import mmap
 import os
 import struct
 import tempfile
+from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -265,12 +265,8 @@ class StringArray(Sequence):
         return np.diff(self.ends, prepend=0)
 
     def item_bytes(self, i: int) -> bytes:
-        """The UTF-8 bytes of string i."""
-        end = int(self.ends[i])
-        return self.data[end - self._len(i) : end]
-
-    def _len(self, i: int) -> int:
-        return int(self.ends[i] - (self.ends[i - 1] if i else 0))
+        """The UTF-8 bytes of string i (0 <= i < len)."""
+        return self.data[int(self.ends[i - 1]) if i else 0 : int(self.ends[i])]
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -284,17 +280,12 @@ class StringArray(Sequence):
         return self.item_bytes(i % n).decode("utf-8", "surrogateescape")
 
     def __iter__(self):
-        text = self.data.decode("utf-8", "surrogateescape")
-        if len(text) == len(self.data):  # pure ASCII: one decode, then slice by offsets
-            start = 0
-            for end in self.ends.tolist():
-                yield text[start:end]
-                start = end
-        else:
-            start = 0
-            for end in self.ends.tolist():
-                yield self.data[start:end].decode("utf-8", "surrogateescape")
-                start = end
+        # pure ASCII: one decode, then slices (byte and character offsets agree)
+        text = self.data.decode("ascii") if self.data.isascii() else None
+        start = 0
+        for end in self.ends.tolist():
+            yield text[start:end] if text is not None else self.data[start:end].decode("utf-8", "surrogateescape")
+            start = end
 
     def __eq__(self, other):
         if isinstance(other, StringArray):

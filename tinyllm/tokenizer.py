@@ -95,7 +95,6 @@ class Tokenizer:
             strings = StringArray.from_strings(t if t else f"[EMPTY_{i}]" for i, t in enumerate(strings))
             lens = strings.lengths()
         self._strings = strings
-        self._bytes = strings.data
         self._blob, self._lens = np.frombuffer(strings.data, np.uint8), lens  # for fast lookups
         self._starts = strings.ends - lens
         self.scores = np.zeros(n, np.float32) if scores is None else np.asarray(scores, np.float32)
@@ -314,16 +313,12 @@ class Tokenizer:
         i = self._check_id(token_id)
         t = self._type_list[i]
         if t == _NORMAL:
-            return self._text_bytes(i).replace(SPACE_UTF8, b" ")
+            return self._strings.item_bytes(i).replace(SPACE_UTF8, b" ")
         if t == _BYTE:
-            return bytes((int(self._text_bytes(i)[3:5], 16),))
+            return bytes((int(self._strings.item_bytes(i)[3:5], 16),))
         if t == _USER_DEFINED or (special and (t == _CONTROL or t == _UNKNOWN)):
-            return self._text_bytes(i)
+            return self._strings.item_bytes(i)
         return b""  # CONTROL/UNKNOWN without special; UNUSED and UNDEFINED always
-
-    def _text_bytes(self, i: int) -> bytes:
-        start = int(self._starts[i])
-        return self._bytes[start : start + int(self._lens[i])]
 
     def piece(self, token_id: int, special: bool = False) -> str:
         """The text of one token (llama.cpp token_to_piece); a lone byte of a multi-byte

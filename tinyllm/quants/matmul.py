@@ -103,11 +103,13 @@ _ARRAYS = {
 }
 
 
-def repack(type: GGMLType, raw: np.ndarray, n_in: int, R: int = dot.TILE) -> tuple:
-    """Raw GGUF rows (n_out, row_nbytes) -> the tiled arrays of dot.py (see the layout there).
+def repack(type: GGMLType, raw: np.ndarray, n_in: int) -> tuple:
+    """Raw GGUF rows (n_out, row_nbytes) -> the tiled arrays of dot.py (see the layout there),
+    in tiles of dot.TILE rows: the AVX2 mac intrinsics are built for exactly that many rows.
 
     Works through chunks of rows so the temporaries stay a few MiB whatever the matrix size.
     """
+    R = dot.TILE
     n_out = raw.shape[0]
     ntile = -(-n_out // R)
     nbytes = BLOCK_SIZES[type][1]
