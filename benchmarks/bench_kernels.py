@@ -10,7 +10,7 @@ import sys
 import time
 
 from tinyllm.jit import cpu_count
-from tinyllm.quants.bench import DEFAULT_TYPES, run_kernel_bench
+from tinyllm.quants.kernel_bench import DEFAULT_TYPES, run_kernel_bench
 
 
 def main(argv=None):

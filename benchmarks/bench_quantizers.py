@@ -33,7 +33,7 @@ def main(argv=None) -> None:
         return bench_gemma([int(t) for t in a.threads.split(",")])
 
     from tinyllm.jit import cpu_count
-    from tinyllm.quants.quantize import quantize
+    from tinyllm.quants.registry import quantize
     from tinyllm.quants.types import parse_type
 
     rng = np.random.default_rng(0)
@@ -76,7 +76,7 @@ GEMMA_Q4_K_M = [
 
 
 def bench_gemma(threads: list[int]) -> None:
-    from tinyllm.quants.quantize import quantize
+    from tinyllm.quants.registry import quantize
     from tinyllm.quants.types import parse_type
 
     rng = np.random.default_rng(0)

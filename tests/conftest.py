@@ -1,5 +1,11 @@
 """Shared fixtures. Every test run compiles the Numba kernels into a fresh cache directory,
-so a stale cache can never hide a kernel change."""
+so a stale cache can never hide a kernel change.
+
+Test data lives in tests/data (see its README): llama.cpp's golden outputs, carried by the
+repository so a fresh clone needs nothing beside it.
+"""
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -9,21 +15,56 @@ os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="tinyllm-numba-")
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+GOLDEN = DATA / "golden"
 
 
-def _shared_dir() -> Path:
-    env = os.environ.get("TINYLLM_SHARED")
-    return Path(env) if env else ROOT.parent / "shared"
+def pytest_report_header(config):
+    from tinyllm.quants.matmul import AVAILABLE_KERNEL_SETS
 
-
-GOLDEN = _shared_dir() / "golden"
+    jit = "off (NUMBA_DISABLE_JIT=1)" if os.environ.get("NUMBA_DISABLE_JIT") == "1" else "on"
+    return f"tinyllm kernel sets tested: {', '.join(AVAILABLE_KERNEL_SETS)}; Numba JIT {jit}"
 
 
 @pytest.fixture(scope="session")
 def golden() -> Path:
-    if not GOLDEN.is_dir():
-        pytest.fail(f"golden data not found at {GOLDEN}; set TINYLLM_SHARED to the shared/ folder")
     return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict:
+    """llama.cpp's quantized files of tiny-f32.gguf: per file its sha256 and per tensor its
+    type, shape and sha256 (tests/data/hash_gguf.py wrote it from llama-quantize's output)."""
+    return json.loads((GOLDEN / "quant" / "manifest.json").read_text())
+
+
+def golden_options(stem: str) -> tuple[str, bool]:
+    """'Q4_K_M' -> ('Q4_K_M', pure False); 'pure-Q4_K_S' -> ('Q4_K_S', True)."""
+    return (stem[5:], True) if stem.startswith("pure-") else (stem, False)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_file(tmp_path_factory, manifest):
+    """stem -> the path of a file byte-identical to llama-quantize's tiny-<stem>.gguf: written
+    by tinyllm's quantizer from tiny-f32.gguf and checked against the manifest's sha256, so a
+    test that reads it reads llama.cpp's bytes."""
+    from tinyllm.quantize import quantize_file
+
+    made = {}
+    folder = tmp_path_factory.mktemp("llama-cpp-files")
+
+    def get(stem: str) -> Path:
+        if stem not in made:
+            tname, pure = golden_options(stem)
+            out = folder / f"tiny-{stem}.gguf"
+            quantize_file(GOLDEN / "quant" / "tiny-f32.gguf", out, tname, pure=pure, threads=2)
+            digest = hashlib.sha256(out.read_bytes()).hexdigest()
+            if digest != manifest[f"tiny-{stem}"]["sha256"]:
+                pytest.fail(f"tinyllm's tiny-{stem}.gguf is not byte-identical to llama-quantize's")
+            made[stem] = out
+        return made[stem]
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """An independent float64 NumPy forward pass for llama / qwen2 / gemma3 GGUFs, written from
 spec/architectures.md §1.6 and §2 (not from tinyllm.model), over weights dequantized with
-`tinyllm.quants.reference.dequantize`.
+`tinyllm.quants.registry.dequantize` (the type modules' NumPy code).
 
     ref = ReferenceModel(path)
     logits = ref.logits(tokens)                 # float64 (T, V): every position, full recompute
@@ -8,8 +8,8 @@ spec/architectures.md §1.6 and §2 (not from tinyllm.model), over weights dequa
 
 The plain pass keeps every activation in float64. With `emulate=True` it also rounds where
 ggml does (spec §2.0 "activation precision"): each matmul input is quantized to the weight's
-activation type (Q8_0 for Q4_0/Q5_0/Q8_0 weights, Q8_K for K-quants) with the reference
-quantizers and dequantized back, K and V are stored as fp16 (or q8_0 blocks), and GELU goes
+activation type (Q8_0 for Q4_0/Q5_0/Q8_0 weights, Q8_1 for Q4_1/Q5_1, Q8_K for K-quants) with
+the reference quantizers and dequantized back, K and V are stored as fp16 (or q8_0 blocks), and GELU goes
 through fp16 in and out as ggml's lookup table does. The arithmetic between those rounding
 points stays float64, so the emulated pass differs from tinyllm only by float32 summation.
 """
@@ -20,21 +20,22 @@ import math
 import numpy as np
 
 from tinyllm.gguf_io import GGUFFile
-from tinyllm.quants import reference as R
+from tinyllm.quants import act
+from tinyllm.quants import registry as R
 from tinyllm.quants.types import GGMLType
-
-Q8_0_ACT = (GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q8_0)
-Q8_K_ACT = (GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K)
 
 
 def act_round(x: np.ndarray, wtype: GGMLType) -> np.ndarray:
-    """x as ggml's matmul sees it against weights of `wtype`: quantized to its activation type."""
+    """x as ggml's matmul sees it against weights of `wtype`: quantized to its activation type
+    (the value d*q of each element; Q8_1's s only enters through the weights' mins)."""
     x32 = np.ascontiguousarray(x, dtype=np.float32)
-    if wtype in Q8_0_ACT:
-        return R.dequantize(R.quantize_q8_0_act_ref(x32), GGMLType.Q8_0, x32.shape).astype(np.float64)
-    if wtype in Q8_K_ACT:
-        return R.dequantize(R.quantize_q8_K_ref(x32), GGMLType.Q8_K, x32.shape).astype(np.float64)
-    return x32.astype(np.float64)
+    kind = R.TYPES[wtype].act
+    if kind == act.F32_ACT:
+        return x32.astype(np.float64)
+    qs, d, _ = act.quantize_act_ref(kind, x32)
+    blk = act.act_block(kind)
+    y = qs.astype(np.float32).reshape(x32.shape[0], -1, blk) * d[:, :, None]
+    return y.reshape(x32.shape).astype(np.float64)
 
 
 def kv_round(x: np.ndarray, kv_type: str) -> np.ndarray:
@@ -44,9 +45,11 @@ def kv_round(x: np.ndarray, kv_type: str) -> np.ndarray:
     if kv_type == "f16":
         return x.astype(np.float32).astype(np.float16).astype(np.float64)
     if kv_type == "q8_0":
+        # llama.cpp writes a q8_0 cache with the CPU backend's activation-side Q8_0 quantizer
         x32 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
-        raw = R.quantize_q8_0_act_ref(x32)
-        return R.dequantize(raw, GGMLType.Q8_0, x32.shape).reshape(x.shape).astype(np.float64)
+        qs, d, _ = act.quantize_act_ref(act.Q8_0, x32)
+        y = qs.astype(np.float32).reshape(x32.shape[0], -1, 32) * d[:, :, None]
+        return y.reshape(x.shape).astype(np.float64)
     raise ValueError(kv_type)
 
 

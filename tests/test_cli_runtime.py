@@ -16,7 +16,7 @@ import pytest
 
 from tinyllm.cli import main
 from tinyllm.gguf_io import GGUFFile
-from tinyllm.generate import generate
+from tinyllm.generation import generate
 from tinyllm.model import load
 from tinyllm.sampling import SamplingParams
 
@@ -269,7 +269,7 @@ def test_bench_errors(capsys, tiny, args, needle):
 def test_bench_kernels_wiring(capsys, monkeypatch):
     # The kernel benchmark itself is tested by its owner; here only that --kernels runs it
     # with the thread list and prints its rows.
-    import tinyllm.quants.bench as qb
+    import tinyllm.quants.kernel_bench as qb
 
     seen = {}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinyllm.cli import main
-from tinyllm.generate import generate
+from tinyllm.generation import generate
 from tinyllm.model import load
 from tinyllm.perplexity import perplexity
 from tinyllm.sampling import SamplingParams

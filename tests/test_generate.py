@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyllm.errors import UsageError
-from tinyllm.generate import generate
+from tinyllm.generation import generate
 from tinyllm.model import load
 from tinyllm.sampling import SamplingParams
 

@@ -170,8 +170,8 @@ def test_reads_file_written_by_gguf_py(tmp_path):
     assert [t.data_offset for t in r.tensors] == [t.offset for t in f.tensors.values()]
 
 
-def test_golden_quant_file_matches_gguf_py(golden):
-    path = golden / "quant" / "tiny-Q4_K_M.gguf"
+def test_golden_quant_file_matches_gguf_py(llama_cpp_file):
+    path = llama_cpp_file("Q4_K_M")  # llama-quantize's bytes
     _compare_with_reader(GGUFFile(path), gguf.GGUFReader(path))
 
 
@@ -372,8 +372,8 @@ CASES = {
         r"'tokenizer.ggml.scores' is a nested array",
     ),
     "unknown tensor type": (
-        lambda b, f: _patch(b, _tensor_record_offset(b, "b.weight") + 4 + 16, "<I", 23),
-        r"tensor 'b.weight' has unknown or unsupported ggml type id 23",
+        lambda b, f: _patch(b, _tensor_record_offset(b, "b.weight") + 4 + 16, "<I", 33),
+        r"tensor 'b.weight' has unknown or unsupported ggml type id 33",
     ),
     "row length vs block": (
         lambda b, f: _patch(b, _tensor_record_offset(b, "b.weight") + 4, "<Q", 48),

@@ -1,7 +1,7 @@
-"""`tinyllm.quant_rules` and `tinyllm.quantize`, checked against llama-quantize's own output.
+"""`tinyllm.quantize.rules` and the `tinyllm.quantize` pipeline, checked against llama-quantize's own output.
 
 Outside references: the golden files made by llama-quantize from tiny-f32.gguf (types and
-bytes of every tensor, whole files), the tables of kquants.md §5, the per-tensor types of
+sha256 of every tensor and of whole files, in the manifest), the tables of kquants.md §5, the per-tensor types of
 the real Gemma 3 Q4_K_M file, gguf-py's GGUFReader for reading what we write, and the
 NumPy reference quantizer / dequantizer for the paths golden files do not cover.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from tinyllm.errors import GGUFError, QuantizationError, UsageError
 from tinyllm.gguf_io import GGUFFile, write_gguf
-from tinyllm.quant_rules import (
+from tinyllm.quantize.rules import (
     FTYPES,
     ModelHParams,
     QuantOptions,
@@ -30,7 +30,7 @@ from tinyllm.quant_rules import (
     weight_sort_key,
 )
 from tinyllm.quantize import default_output_path, plan_file, quantize_file
-from tinyllm.quants.reference import dequantize, quantize_ref
+from tinyllm.quants.registry import dequantize, quantize_ref
 from tinyllm.quants.types import GGMLType as T
 
 # golden file stem -> (type argument, --pure)
@@ -40,7 +40,11 @@ GOLDEN = {
     "Q5_K_M": ("Q5_K_M", False),
     "Q6_K": ("Q6_K", False),
     "Q8_0": ("Q8_0", False),
+    "Q4_1": ("Q4_1", False),
+    "Q5_1": ("Q5_1", False),
     "pure-Q4_0": ("Q4_0", True),
+    "pure-Q4_1": ("Q4_1", True),
+    "pure-Q5_1": ("Q5_1", True),
     "pure-Q4_K_S": ("Q4_K_S", True),
     "pure-Q5_0": ("Q5_0", True),
     "pure-Q5_K_S": ("Q5_K_S", True),
@@ -51,6 +55,11 @@ GOLDEN = {
 
 def _types(path):
     return [(t.name, t.tensor_type.name) for t in gguf.GGUFReader(path).tensors]
+
+
+def _golden_types(manifest, stem):
+    """(name, type) of every tensor of llama-quantize's tiny-<stem>.gguf, in file order."""
+    return [(t["name"], t["type"]) for t in manifest[f"tiny-{stem}"]["tensors"]]
 
 
 def _tensor_list(path):
@@ -103,8 +112,8 @@ def test_allows_quantization():
     assert not allows_quantization("output.weight", (256, 256), leave_output_tensor=True)
 
 
-def test_sort_order_is_llama_cpp_weights_map(golden):
-    names = [t.name for t in gguf.GGUFReader(golden / "quant" / "tiny-Q4_K_M.gguf").tensors]
+def test_sort_order_is_llama_cpp_weights_map(manifest):
+    names = [n for n, _ in _golden_types(manifest, "Q4_K_M")]
     assert sorted(reversed(names), key=weight_sort_key) == names
     # layer numbers compare as integers, names without blk.N. first
     mixed = ["blk.10.a.weight", "blk.2.b.weight", "token_embd.weight", "blk.2.a.weight", "output.weight"]
@@ -113,11 +122,11 @@ def test_sort_order_is_llama_cpp_weights_map(golden):
 
 
 @pytest.mark.parametrize("stem", GOLDEN)
-def test_plan_types_match_golden(golden, stem):
+def test_plan_types_match_golden(golden, manifest, stem):
     tname, pure = GOLDEN[stem]
     tensors, md = _tensor_list(golden / "quant" / "tiny-f32.gguf")
     plan = plan_types(tensors, parse_ftype(tname), ModelHParams.from_metadata(md), QuantOptions(pure=pure))
-    assert [(t.name, t.dst_type.name) for t in plan.tensors] == _types(golden / "quant" / f"tiny-{stem}.gguf")
+    assert [(t.name, t.dst_type.name) for t in plan.tensors] == _golden_types(manifest, stem)
 
 
 @pytest.mark.slow
@@ -266,20 +275,22 @@ def test_default_output_path():
 # --- the pipeline ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stem", GOLDEN)
-def test_golden_files_byte_identical(golden, tmp_path, stem):
+def test_golden_files_byte_identical(golden, manifest, tmp_path, stem):
+    import hashlib
+
     tname, pure = GOLDEN[stem]
-    ref = golden / "quant" / f"tiny-{stem}.gguf"
+    want = manifest[f"tiny-{stem}"]
     out = tmp_path / "out.gguf"
     stats = quantize_file(golden / "quant" / "tiny-f32.gguf", out, tname, pure=pure, threads=2)
-    want, got = gguf.GGUFReader(ref), gguf.GGUFReader(out)
-    for a, b in zip(want.tensors, got.tensors, strict=True):  # per tensor first: a clear failure message
-        assert (b.name, b.tensor_type, b.data_offset) == (a.name, a.tensor_type, a.data_offset)
-        assert np.array_equal(b.data.view(np.uint8), a.data.view(np.uint8)), b.name
-    for key in ("general.file_type", "general.quantization_version"):
-        assert got.fields[key].contents() == want.fields[key].contents()
-        assert got.fields[key].types == want.fields[key].types
-    assert out.read_bytes() == ref.read_bytes()
-    assert stats.file_nbytes == ref.stat().st_size and stats.n_fallback == 0
+    got = gguf.GGUFReader(out)
+    for a, b in zip(want["tensors"], got.tensors, strict=True):  # per tensor first: a clear failure message
+        assert (b.name, b.tensor_type.name) == (a["name"], a["type"])
+        assert hashlib.sha256(b.data.view(np.uint8).tobytes()).hexdigest() == a["sha256"], b.name
+    for key, value in want["metadata"].items():
+        assert got.fields[key].contents() == value
+        assert got.fields[key].types == [gguf.GGUFValueType.UINT32]
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == want["sha256"]
+    assert stats.file_nbytes == out.stat().st_size and stats.n_fallback == 0
     assert _leftovers(tmp_path) == ["out.gguf"]
 
 
@@ -307,12 +318,12 @@ def test_metadata_copied_with_exact_types(tmp_path, golden):
     assert np.array_equal(b.tensors[0].data.view(np.uint8).reshape(64, -1), quantize_ref(w, T.Q8_0))
 
 
-def test_dry_run_writes_nothing(golden, tmp_path):
+def test_dry_run_writes_nothing(golden, manifest, llama_cpp_file, tmp_path):
     out = tmp_path / "never.gguf"
     stats = quantize_file(golden / "quant" / "tiny-f32.gguf", out, "q4_k_m", dry_run=True)
     assert not out.exists() and stats.dst is None and _leftovers(tmp_path) == []
-    assert [(t.name, t.dst_type.name) for t in stats.plan.tensors] == _types(golden / "quant" / "tiny-Q4_K_M.gguf")
-    assert stats.dst_nbytes == sum(int(t.n_bytes) for t in gguf.GGUFReader(golden / "quant" / "tiny-Q4_K_M.gguf").tensors)
+    assert [(t.name, t.dst_type.name) for t in stats.plan.tensors] == _golden_types(manifest, "Q4_K_M")
+    assert stats.dst_nbytes == sum(int(t.n_bytes) for t in gguf.GGUFReader(llama_cpp_file("Q4_K_M")).tensors)
     assert stats.src_bpw == pytest.approx(32.0)
 
 
@@ -347,8 +358,8 @@ def test_f16_and_bf16_inputs_widen_exactly(golden, tmp_path, float_type):
             assert np.array_equal(np.asarray(t.data), want), name
 
 
-def test_dequantize_to_f32_needs_no_flag(golden, tmp_path):
-    src = golden / "quant" / "tiny-Q4_K_M.gguf"
+def test_dequantize_to_f32_needs_no_flag(llama_cpp_file, tmp_path):
+    src = llama_cpp_file("Q4_K_M")
     out = tmp_path / "f32.gguf"
     quantize_file(src, out, "F32")
     with GGUFFile(src) as gs, GGUFFile(out) as go:
@@ -359,8 +370,8 @@ def test_dequantize_to_f32_needs_no_flag(golden, tmp_path):
             assert np.array_equal(t.array(), dequantize(s.data, s.type, s.shape)), name
 
 
-def test_requantize_refused_then_allowed(golden, tmp_path):
-    src = golden / "quant" / "tiny-Q8_0.gguf"
+def test_requantize_refused_then_allowed(llama_cpp_file, manifest, tmp_path):
+    src = llama_cpp_file("Q8_0")
     out = tmp_path / "q.gguf"
     with pytest.raises(QuantizationError, match=r"already quantized \(q8_0\).*loses quality.*--allow-requantize"):
         quantize_file(src, out, "Q4_K_M")
@@ -371,10 +382,10 @@ def test_requantize_refused_then_allowed(golden, tmp_path):
             s = gs.tensors[name]
             want = s.data if t.type == s.type else quantize_ref(dequantize(s.data, s.type, s.shape), t.type)
             assert np.array_equal(np.asarray(t.data), want), name
-    assert [x[1] for x in _types(out)] == [x[1] for x in _types(golden / "quant" / "tiny-Q4_K_M.gguf")]
+    assert [x[1] for x in _types(out)] == [x[1] for x in _golden_types(manifest, "Q4_K_M")]
 
 
-def test_same_file_and_existing_output_refused(golden, tmp_path):
+def test_same_file_and_existing_output_refused(golden, llama_cpp_file, tmp_path):
     src = tmp_path / "m.gguf"
     src.write_bytes((golden / "quant" / "tiny-f32.gguf").read_bytes())
     before = src.read_bytes()
@@ -393,7 +404,7 @@ def test_same_file_and_existing_output_refused(golden, tmp_path):
         quantize_file(src, out, "Q8_0")
     assert out.read_bytes() == b"keep me"
     quantize_file(src, out, "Q8_0", force=True)
-    assert out.read_bytes() == (golden / "quant" / "tiny-Q8_0.gguf").read_bytes()
+    assert out.read_bytes() == llama_cpp_file("Q8_0").read_bytes()
     assert _leftovers(tmp_path) == ["hard.gguf", "link.gguf", "m.gguf", "out.gguf"]
 
 
@@ -459,7 +470,7 @@ def test_nan_inf_names_tensor_and_row_and_leaves_nothing(tmp_path, value, dst):
 
 
 def test_chunked_sources_join_chunks_and_name_the_absolute_row(tmp_path, monkeypatch):
-    import tinyllm.quantize as qz
+    import tinyllm.quantize.pipeline as qz
 
     monkeypatch.setattr(qz, "_CHUNK_FLOATS", 256 * 8)  # 8 rows at a time here
     f32 = _f32_model(tmp_path / "f32.gguf", bad=("blk.0.attn_q.weight", 250, 7, np.inf))
@@ -495,7 +506,7 @@ def _rss_file_kb():
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_drop_pages_releases_a_converted_tensor(tmp_path):
-    from tinyllm.quantize import _drop_pages
+    from tinyllm.quantize.pipeline import _drop_pages
 
     x = np.random.default_rng(4).standard_normal((4096, 1024)).astype(np.float32)  # 16 MiB
     src = tmp_path / "big.gguf"
@@ -567,21 +578,19 @@ def test_unreadable_source_type_refused_before_writing(tmp_path):
     assert (tmp_path / "o.gguf").read_bytes()[-8 * 84:] == raw.tobytes()
 
 
-def test_progress_callback_sees_every_tensor(golden, tmp_path):
+def test_progress_callback_sees_every_tensor(golden, manifest, tmp_path):
     events = []
     quantize_file(golden / "quant" / "tiny-f32.gguf", tmp_path / "o.gguf", "Q6_K", progress=events.append)
     assert [e.index for e in events] == list(range(1, 13))
     src_bytes = sum(int(t.n_bytes) for t in gguf.GGUFReader(golden / "quant" / "tiny-f32.gguf").tensors)
     assert events[-1].done_bytes == events[-1].total_bytes == src_bytes
-    assert [e.tensor.name for e in events] == [n for n, _ in _types(golden / "quant" / "tiny-Q6_K.gguf")]
+    assert [e.tensor.name for e in events] == [n for n, _ in _golden_types(manifest, "Q6_K")]
 
 
 def test_quantized_tiny_model_loads_and_generates(tmp_path):
     """A Q4_K_M file made here runs in the runtime, and its logits stay close to the F32 model's."""
-    model_mod = pytest.importorskip("tinyllm.model")
-    gen_mod = pytest.importorskip("tinyllm.generate")
-    if not hasattr(model_mod, "load") or not hasattr(gen_mod, "generate"):
-        pytest.skip("runtime not built yet")
+    import tinyllm.generation as gen_mod
+    import tinyllm.model as model_mod
     from tinymodels import make_tiny_model
 
     f32 = make_tiny_model(tmp_path, arch="llama", wtype="F32", n_embd=256, head_dim=64, n_ff=512)

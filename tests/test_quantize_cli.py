@@ -1,4 +1,5 @@
 """`tinyllm quantize` as the user sees it: lines, summary, warnings, exit codes, files left."""
+import hashlib
 import io
 import os
 import re
@@ -29,11 +30,11 @@ def _run(capsys, *argv):
     return rc, out, err
 
 
-def test_quantize_prints_llama_quantize_lines_and_writes_golden_bytes(capsys, golden, f32, tmp_path):
+def test_quantize_prints_llama_quantize_lines_and_writes_golden_bytes(capsys, manifest, f32, tmp_path):
     out_path = tmp_path / "q.gguf"
     rc, out, err = _run(capsys, f32, out_path, "q4_k_m", "-t", "2")
     assert rc == 0, err
-    assert out_path.read_bytes() == (golden / "quant" / "tiny-Q4_K_M.gguf").read_bytes()
+    assert hashlib.sha256(out_path.read_bytes()).hexdigest() == manifest["tiny-Q4_K_M"]["sha256"]
     lines = out.splitlines()
     assert lines[0] == f"quantizing {f32} -> {out_path} as Q4_K_M (general.file_type 15)"
     tensor_lines = [ln for ln in lines if ln.startswith("[")]
@@ -120,13 +121,13 @@ def test_override_options(capsys, f32, tmp_path):
     (["{tmp}/missing.gguf", "{tmp}/o.gguf", "q8_0"], r"missing\.gguf: cannot read file"),
     (["{f32}", "{tmp}/nodir/o.gguf", "q8_0"], r"directory .*nodir does not exist"),
     (["{f32}", "{tmp}/o.gguf", "q8_0", "-t", "999"], r"threads must be between 1 and \d+, got 999"),
-    (["{golden}/quant/tiny-Q8_0.gguf", "{tmp}/o.gguf", "q4_k_m"],
+    (["{q8_0}", "{tmp}/o.gguf", "q4_k_m"],
      r"already quantized \(q8_0\); requantizing from q8_0 to q6_K is disabled .*Pass --allow-requantize"),
 ])
-def test_errors_are_one_line(capsys, f32, tmp_path, golden, argv, message):
+def test_errors_are_one_line(capsys, f32, tmp_path, llama_cpp_file, argv, message):
     (tmp_path / "exists.gguf").write_bytes(b"x")
     before = sorted(p.name for p in tmp_path.iterdir())
-    argv = [a.format(f32=f32, tmp=tmp_path, golden=golden) for a in argv]
+    argv = [a.format(f32=f32, tmp=tmp_path, q8_0=llama_cpp_file("Q8_0")) for a in argv]
     rc, out, err = _run(capsys, *argv)
     assert rc == 1
     assert err.count("\n") == 1 and err.startswith("tinyllm: error: "), err
@@ -135,8 +136,8 @@ def test_errors_are_one_line(capsys, f32, tmp_path, golden, argv, message):
     assert (tmp_path / "exists.gguf").read_bytes() == b"x"
 
 
-def test_allow_requantize_warns_about_quality(capsys, golden, tmp_path):
-    rc, out, err = _run(capsys, golden / "quant" / "tiny-Q8_0.gguf", tmp_path / "o.gguf", "Q4_K_M",
+def test_allow_requantize_warns_about_quality(capsys, llama_cpp_file, tmp_path):
+    rc, out, err = _run(capsys, llama_cpp_file("Q8_0"), tmp_path / "o.gguf", "Q4_K_M",
                         "--allow-requantize")
     assert rc == 0
     assert "warning: requantizing an already quantized model: this can severely reduce quality" in err
@@ -166,11 +167,11 @@ def test_help_lists_types_and_options(capsys):
         assert word in out
 
 
-def test_console_script_in_a_subprocess(f32, tmp_path, golden):
+def test_console_script_in_a_subprocess(f32, tmp_path, manifest):
     """The real entry point, with stdout/stderr as pipes: plain lines, exit code 0."""
     env = dict(os.environ)
     r = subprocess.run([sys.executable, "-m", "tinyllm", "quantize", str(f32), str(tmp_path / "o.gguf"), "Q8_0"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "\r" not in r.stdout + r.stderr
-    assert (tmp_path / "o.gguf").read_bytes() == (golden / "quant" / "tiny-Q8_0.gguf").read_bytes()
+    assert hashlib.sha256((tmp_path / "o.gguf").read_bytes()).hexdigest() == manifest["tiny-Q8_0"]["sha256"]

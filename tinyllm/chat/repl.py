@@ -1,7 +1,7 @@
 """The `tinyllm chat` REPL: prompt-toolkit input, streamed replies, slash commands.
 
 It only presents. The conversation lives in `ChatSession` (session.py) and generation is the
-library call `tinyllm.generate.generate`; this module reads lines, writes text and handles keys.
+library call `tinyllm.generation.generate`; this module reads lines, writes text and handles keys.
 
 Input: Enter sends. A line ending in `\\` continues on the next line; a message that opens
 with `\"\"\"` goes on until the closing `\"\"\"`. A bracketed paste stays one message. History is

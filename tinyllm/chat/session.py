@@ -108,7 +108,7 @@ class Reply:
 
     def _run(self):
         s = self.session
-        from ..generate import generate
+        from ..generation import generate
 
         sampler = Sampler(s.params)
         budget = s.max_tokens

@@ -12,7 +12,7 @@ import traceback
 
 from ..errors import TinyLLMError
 
-COMMANDS = ["chat", "run", "bench", "perplexity", "quantize", "info", "tokenize"]
+COMMANDS = ["chat", "run", "bench", "perplexity", "quantize", "info", "tokenize"]  # module cli/<name>_command.py each
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+        importlib.import_module(f"{__name__}.{name}_command").register(sub)
     return parser
 
 

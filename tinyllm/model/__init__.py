@@ -6,7 +6,7 @@
 """
 from .config import SUPPORTED_ARCHS, ModelConfig
 from .kv_cache import KV_TYPES, KVCache, KVUsage
-from .model import Model
+from .core import Model
 
 
 def load(path=None, n_ctx: int = 4096, threads: int | None = None, kv_type: str = "f16", n_ubatch: int = 512) -> Model:

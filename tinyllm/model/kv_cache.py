@@ -244,8 +244,7 @@ class KVCache:
 def _quantize_q8_0(x: np.ndarray):
     """Rows x (T, n) -> (qs int8 (T, n), d float32 (T, n/32)) with the CPU backend's activation-side
     Q8_0 quantizer (kquants.md §3.9), which llama.cpp also uses to write a q8_0 cache."""
-    from ..quants.matmul import quantize_activations
-    from ..quants.types import GGMLType
+    from ..quants.act import Q8_0, quantize_act
 
-    res = quantize_activations(GGMLType.Q8_0, np.ascontiguousarray(x, dtype=np.float32))
-    return res[0], res[1]
+    qs, d, _ = quantize_act(Q8_0, np.ascontiguousarray(x, dtype=np.float32))
+    return qs, d

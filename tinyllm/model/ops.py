@@ -12,75 +12,14 @@ the cache array's dtype: float32 (f32), uint16 (f16 bits), uint8 (Q8_0 blocks):
 
 import numpy as np
 from numba import prange, types
-from llvmlite import ir
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
-from ..jit import jit_exact, jit_fast
-from ..quants.quantize import fp16_bits_to_fp32, fp32_to_fp16_bits
+from ..jit import FAST_FLAGS, jit_exact, jit_fast
+from ..quants.fp16 import f16_row_to_f32, f32_row_to_f16, fp16_bits_to_fp32, fp32_to_fp16_bits, fp32_to_fp16_bits_finite
 
 QK8_0 = 32
 Q8_0_BYTES = 34
 MAX_TASKS = 64  # decode attention: (key chunk, KV head) tasks, each with its own scratch row
-_TWO_112 = np.float32(2.0**112)
-
-
-# -- fp16 <-> fp32 ----------------------------------------------------------------------------
-
-
-@jit_exact
-def _f32_row_to_f16(dst, src):
-    """dst uint16 (n,) <- fp16 bits of float32 src (n,)."""
-    for j in range(src.shape[0]):
-        dst[j] = fp32_to_fp16_bits(src[j])
-
-
-@intrinsic
-def _as_f32(typingctx, x):
-    """Reinterpret the bits of a 32-bit integer as float32 (no conversion)."""
-    if not isinstance(x, types.Integer) or x.bitwidth != 32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(x), codegen
-
-
-@intrinsic
-def _as_u32(typingctx, x):
-    """Reinterpret the bits of a float32 as uint32 (no conversion)."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.uint32(x), codegen
-
-
-@jit_fast
-def _fp16_bits_rne(x):
-    """fp16 bits of a float32 x with |x| < 65504, round-to-nearest-even, without branches so
-    loops over rows vectorize (the exact, general conversion is quants' fp32_to_fp16_bits)."""
-    b = _as_u32(x)
-    a = np.uint32(b & np.uint32(0x7FFFFFFF))
-    normal = np.uint32((a + np.uint32(0xFFF) + ((a >> 13) & np.uint32(1)) - np.uint32(0x38000000)) >> 13)
-    # below 2^-14 the fp16 value is a multiple of 2^-24: round |x|·2^24 to an integer
-    sub = np.uint32(np.rint(_as_f32(a) * np.float32(16777216.0)))
-    h = normal if a >= np.uint32(0x38800000) else sub
-    return np.uint32(((b >> 16) & np.uint32(0x8000)) | h)
-
-
-@jit_fast
-def _f16_row_to_f32(dst, src):
-    """dst float32 (n,) <- fp16 bits src (n,), for finite values (the cache never stores Inf).
-
-    Shifting the 15 exponent+mantissa bits into float32 position and multiplying by 2^112
-    re-biases the exponent and normalizes subnormals in one vectorizable step."""
-    for j in range(src.shape[0]):
-        h = np.uint32(src[j])
-        f = _as_f32(np.uint32((h & 0x7FFF) << 13)) * _TWO_112
-        dst[j] = -f if h & 0x8000 else f
 
 
 @jit_fast
@@ -100,7 +39,7 @@ def load_row(dst, src):
     raise NotImplementedError
 
 
-@overload(load_row, jit_options={"fastmath": {"contract", "reassoc", "nsz", "arcp", "afn"}})
+@overload(load_row, jit_options={"fastmath": set(FAST_FLAGS)})
 def _load_row_impl(dst, src):
     if src.dtype == types.float32:
 
@@ -110,7 +49,7 @@ def _load_row_impl(dst, src):
 
         return impl
     if src.dtype == types.uint16:
-        return lambda dst, src: _f16_row_to_f32(dst, src)
+        return lambda dst, src: f16_row_to_f32(dst, src)
     if src.dtype == types.uint8:
         return lambda dst, src: _q8_0_row_to_f32(dst, src)
     return None
@@ -174,7 +113,7 @@ def geglu(out, gate, up, table):
         for j in range(F):
             x = g[j]
             xc = min(max(x, np.float32(-10.0)), np.float32(10.0))  # keep the index in range
-            y = table[_fp16_bits_rne(xc)]
+            y = table[fp32_to_fp16_bits_finite(xc)]
             y = x if x >= 10.0 else y
             y = np.float32(0.0) if x <= -10.0 else y
             o[j] = y * u[j]
@@ -264,7 +203,7 @@ def store_f16(cache, x, pos0):
     for t in range(x.shape[0]):
         c = (pos0 + t) % n_cells
         for g in range(x.shape[1]):
-            _f32_row_to_f16(cache[c, g], x[t, g])
+            f32_row_to_f16(cache[c, g], x[t, g])
 
 
 @jit_exact

@@ -1,14 +1,10 @@
-"""Block code: layouts, dequantizers, quantizers and dot kernels of the ggml types.
+"""Block code of the ggml types: one module per type (q4_k.py, q8_0.py, ...) holding its
+layout, NumPy reference dequantizer/quantizer, Numba quantizer, dot kernels and their twin,
+all registered in `registry.TYPES`.
 
-The NumPy reference (bit-exact, slow) is exported here; the Numba quantizer is
-`tinyllm.quants.quantize.quantize` (imported on demand, since it loads Numba).
+Shared pieces: fp16.py (every fp16/bf16 conversion), rounding.py (ggml's float -> int rules),
+kscales.py (the K-quant 6-bit scales), fit.py (scale searches), act.py (activation
+quantizers), tiles.py (the kernels' tiled weight layout), simd.py (AVX2 intrinsics).
 """
-from .reference import (
-    BLOCK_DTYPES,
-    blocks,
-    dequantize,
-    quantize_q8_0_act_ref,
-    quantize_q8_K_ref,
-    quantize_ref,
-)
-from .types import BLOCK_SIZES, FLOAT_TYPES, QK8_0, QK_K, GGMLType, block_size, parse_type, row_nbytes
+from .registry import MATMUL_TYPES, QUANTIZE_TYPES, TYPES, blocks, dequantize, quantize, quantize_ref, spec
+from .types import BLOCK_SIZES, FLOAT_TYPES, QK8_0, QK_K, GGMLType, bits_per_weight, block_size, parse_type, row_nbytes

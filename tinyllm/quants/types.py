@@ -1,10 +1,10 @@
-"""ggml tensor types: ids, block sizes and bytes per block (kquants.md §0.5)."""
+"""ggml tensor types: ids, block sizes and bytes per block (kquants.md §0.5, kquants-family.md §0)."""
 from enum import IntEnum
 
 from ..errors import UsageError
 
-QK_K = 256  # weights per K-quant super-block
-QK8_0 = 32  # weights per Q8_0 / Q5_0 / Q4_0 block
+QK_K = 256  # weights per K-quant / IQ super-block
+QK8_0 = 32  # weights per Q8_0 / Q5_0 / Q4_0 / Q4_1 / Q5_1 / IQ4_NL block
 
 
 class GGMLType(IntEnum):
@@ -22,6 +22,20 @@ class GGMLType(IntEnum):
     Q5_K = 13
     Q6_K = 14
     Q8_K = 15
+    IQ2_XXS = 16
+    IQ2_XS = 17
+    IQ3_XXS = 18
+    IQ1_S = 19
+    IQ4_NL = 20
+    IQ3_S = 21
+    IQ2_S = 22
+    IQ4_XS = 23
+    I8 = 24
+    I16 = 25
+    I32 = 26
+    I64 = 27
+    F64 = 28
+    IQ1_M = 29
     BF16 = 30
 
 
@@ -30,6 +44,11 @@ BLOCK_SIZES: dict[GGMLType, tuple[int, int]] = {
     GGMLType.F32: (1, 4),
     GGMLType.F16: (1, 2),
     GGMLType.BF16: (1, 2),
+    GGMLType.F64: (1, 8),
+    GGMLType.I8: (1, 1),
+    GGMLType.I16: (1, 2),
+    GGMLType.I32: (1, 4),
+    GGMLType.I64: (1, 8),
     GGMLType.Q4_0: (32, 18),
     GGMLType.Q4_1: (32, 20),
     GGMLType.Q5_0: (32, 22),
@@ -42,6 +61,15 @@ BLOCK_SIZES: dict[GGMLType, tuple[int, int]] = {
     GGMLType.Q5_K: (256, 176),
     GGMLType.Q6_K: (256, 210),
     GGMLType.Q8_K: (256, 292),
+    GGMLType.IQ2_XXS: (256, 66),
+    GGMLType.IQ2_XS: (256, 74),
+    GGMLType.IQ3_XXS: (256, 98),
+    GGMLType.IQ1_S: (256, 50),
+    GGMLType.IQ4_NL: (32, 18),
+    GGMLType.IQ3_S: (256, 110),
+    GGMLType.IQ2_S: (256, 82),
+    GGMLType.IQ4_XS: (256, 136),
+    GGMLType.IQ1_M: (256, 56),
 }
 
 FLOAT_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
@@ -68,4 +96,4 @@ def parse_type(name: str) -> GGMLType:
         return GGMLType[name.strip().upper()]
     except KeyError:
         known = ", ".join(t.name for t in GGMLType)
-        raise UsageError(f"unknown tensor type {name!r}; known types: {known}") from None
+        raise UsageError(f"unknown tensor type {name!r:.40}; known types: {known}") from None

@@ -1,23 +1,23 @@
-"""Dot kernels, activation quantizers, QMatrix / matmul / get_rows.
+"""Dot kernels of every type in the registry, activation quantizers, QMatrix / matmul / get_rows.
 
 Oracles, cheapest first:
-- the activation quantizers against the quants reference (`reference.quantize_q8_K_ref`,
-  `quantize_q8_0_act_ref`, themselves byte-checked against llama.cpp): bit-exact;
-- `get_rows` against `reference.dequantize`: bit-exact;
-- each NumPy twin (dot_ref) against float64 `dequantize(W) @ x`, within the error the
-  activation quantization allows (derivation at `act_error_bound`);
-- each Numba kernel (through `matmul`) against its twin: the integer block sums are exact in
-  both, so they differ only by float32 summation order (bound at `summation_bound`);
-- random blocks (every bit pattern), llama.cpp's quantized golden tensors and real Gemma
-  tensors (slow), odd row counts (partial tiles), decode (T=1) and prefill (T>1), 1 and 2 threads.
+- the Numba activation quantizers against their NumPy twins (act.quantize_act_ref), whose
+  Q8_K bytes are llama.cpp's (test_block_code.py): bit-exact;
+- `get_rows` against the type's NumPy `dequantize`: bit-exact;
+- each type's NumPy twin (TypeSpec.dot_ref) against float64 `dequantize(W) @ x`, within the
+  error the activation quantization allows (derivation at `act_error_bound`);
+- each Numba kernel of every kernel set (through `matmul`) against its twin: the integer block
+  sums are exact in both, so they differ only by float32 summation order (`summation_bound`);
+- random blocks (every bit pattern), llama.cpp's quantized tensors and real Gemma tensors
+  (slow), odd row counts (partial tiles), decode (T=1) and prefill (T>1), 1 and 2 threads.
 """
 import numpy as np
 import pytest
 
 from tinyllm.errors import ModelError, UsageError
 from tinyllm.jit import get_threads, set_threads
-from tinyllm.quants import dot, dot_ref, reference
-from tinyllm.quants.bench import bench_case, random_qmatrix
+from tinyllm.quants import act
+from tinyllm.quants.kernel_bench import bench_case, random_qmatrix
 from tinyllm.quants.matmul import (
     AVAILABLE_KERNEL_SETS,
     QMatrix,
@@ -27,12 +27,12 @@ from tinyllm.quants.matmul import (
     quantize_activations,
     set_kernel_set,
 )
-from tinyllm.quants.types import GGMLType
+from tinyllm.quants.registry import MATMUL_TYPES, TYPES, dequantize
+from tinyllm.quants.simd import HAS_AVX2
+from tinyllm.quants.types import FLOAT_TYPES, GGMLType
 
-Q8_0_ACT = (GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0)
-K_TYPES = (GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K)
-FLOATS = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
-ALL = K_TYPES + Q8_0_ACT + FLOATS
+ALL = list(MATMUL_TYPES)
+QUANTIZED = [t for t in ALL if t not in FLOAT_TYPES]
 
 
 @pytest.fixture
@@ -58,53 +58,40 @@ def nasty_activations(T, n, seed):
 
 
 # ---------------------------------------------------------------------------------------
-# activation quantizers: bit-exact with the reference
+# activation quantizers: bit-exact with their twins
 
 
+@pytest.mark.parametrize("kind", [act.Q8_K, act.Q8_0, act.Q8_1])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_q8_K_activation_quantizer_matches_reference(seed):
+def test_activation_quantizers_match_their_twins(kind, seed):
     x = nasty_activations(5, 1024, seed)
-    qs, d, bsums = quantize_activations(GGMLType.Q4_K, x)
-    rqs, rd, rbs = dot_ref.quantize_q8_K_act(x)
-    np.testing.assert_array_equal(qs, rqs)
-    np.testing.assert_array_equal(d.view(np.uint32), rd.view(np.uint32))  # same float32 bits
-    np.testing.assert_array_equal(bsums, rbs)
-    assert (bsums[1, :16] == 0).all() and d[1, 0] == 0
-    one = quantize_activations(GGMLType.Q6_K, x[4:5])  # T == 1 takes the serial quantizer
-    for a, r in zip(one, (rqs, rd, rbs)):
-        np.testing.assert_array_equal(a, r[4:5])
+    got = act.quantize_act(kind, x)
+    want = act.quantize_act_ref(kind, x)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype or (g.dtype == np.float32 and w.dtype == np.float32)
+        np.testing.assert_array_equal(g.view(np.uint8), np.ascontiguousarray(w, g.dtype).view(np.uint8))
+    one = act.quantize_act(kind, x[4:5])  # T == 1 takes the serial quantizer
+    for g, w in zip(one, want):
+        np.testing.assert_array_equal(g, w[4:5])
+    if kind == act.Q8_K:
+        qs, d, bsums = got
+        assert (bsums[1, :16] == 0).all() and d[1, 0] == 0  # the zero Q8_K block
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_q8_0_activation_quantizer_matches_reference(seed):
-    x = nasty_activations(5, 1024, seed)
-    qs, d, ys = quantize_activations(GGMLType.Q8_0, x)
-    rqs, rd, rys = dot_ref.quantize_q8_0_act(x)
-    np.testing.assert_array_equal(qs, rqs)
-    np.testing.assert_array_equal(d.view(np.uint32), rd.view(np.uint32))
-    np.testing.assert_array_equal(ys, rys)
-    one = quantize_activations(GGMLType.Q5_0, x[4:5])  # T == 1 takes the serial quantizer
-    for a, r in zip(one, (rqs, rd, rys)):
-        np.testing.assert_array_equal(a, r[4:5])
-    # and the twin is a faithful split of the reference's block bytes
-    raw = reference.quantize_q8_0_act_ref(x).reshape(5, -1, 34)
-    np.testing.assert_array_equal(qs.reshape(5, -1, 32), raw[:, :, 2:].view(np.int8))
-
-
-def test_fp16_round_matches_numpy():
-    rng = np.random.default_rng(3)
-    v = rng.standard_normal(5000).astype(np.float32) * (np.float32(10) ** rng.integers(-9, 6, 5000)).astype(np.float32)
-    edge = [65504, 65519.996, 65520, 1e9, -65520, 6e-8, 2.98e-8, 2.99e-8, 5.96e-8 * 1.5, 0.0, -0.0, 1 / 3, np.inf]
-    v = np.concatenate([v, np.array(edge, np.float32)])
-    got = np.array([dot.fp16_round(np.float32(t)) for t in v], np.float32)
-    np.testing.assert_array_equal(got, dot_ref.fp16_round(v))
+def test_q8_1_s_is_fp16_of_the_unrounded_scale_times_the_sum():
+    x = nasty_activations(2, 128, 3)
+    qs, d, s = act.quantize_act(act.Q8_1, x)
+    amax = np.abs(x.reshape(2, 4, 32)).max(axis=2)
+    dq = (amax / np.float32(127)).astype(np.float32)  # not fp16-rounded
+    want = (dq * qs.reshape(2, 4, 32).sum(axis=2, dtype=np.int32).astype(np.float32)).astype(np.float16)
+    np.testing.assert_array_equal(s, want.astype(np.float32))
 
 
 # ---------------------------------------------------------------------------------------
 # error bounds, kept in one place
 
 
-def act_error_bound(wtype, W, x):
+def act_error_bound(wtype, W, x, mins=None):
     """|W @ x_quantized - W @ x| bound per output, for W float64 (n_out, n) and x (T, n).
 
     Q8_K (kquants.md §3.8): q = rint(x * 127/max), d = 1/(-127/max), so per element
@@ -112,28 +99,51 @@ def act_error_bound(wtype, W, x):
     Q8_0 (§3.9): q = rint(x * f32(127/amax)) gives |x - q*amax/127| <= amax/254, but the
     kernel multiplies by d = fp16(amax/127), off by at most 2^-11 relative: a further
     |q| * amax/127 * 2^-11 <= amax * 2^-11 per element.
+    Q8_1: as Q8_0 for the d*q part; a block's min m multiplies s = fp16(d * Σq) instead of
+    Σx: |Σx - s| <= 32 * amax/254 + 2^-11 |s| (mins: (n_out, nb) float64 |m| per block).
     Summed over the row: Σ_i |W_ri| * e_i. Float weights see x itself: 0.
     """
     T, n = x.shape
-    if wtype in FLOATS:
+    kind = TYPES[wtype].act
+    if kind == act.F32_ACT:
         return np.zeros((T, W.shape[0]))
-    blk = 256 if wtype in K_TYPES else 32
+    blk = act.act_block(kind)
     amax = np.abs(x.astype(np.float64)).reshape(T, n // blk, blk).max(axis=2)
-    per = amax / 254 * (1 + 2.0**-23) if wtype in K_TYPES else amax * (1 / 254 + 2.0**-11)
-    e = np.repeat(per, blk, axis=1)  # (T, n)
-    return e @ np.abs(W).T
+    per = amax / 254 * (1 + 2.0**-23) if kind == act.Q8_K else amax * (1 / 254 + 2.0**-11)
+    bound = np.repeat(per, blk, axis=1) @ np.abs(W).T
+    if kind == act.Q8_1:
+        _, _, s = act.quantize_act_ref(kind, x)
+        block_err = 32 * amax / 254 + 2.0**-11 * np.abs(s.astype(np.float64))  # (T, nb)
+        bound = bound + block_err @ mins.T
+    return bound
 
 
 def term_magnitudes(wtype, raw, n_in):
     """(n_out, n_in) float64 magnitudes of what the kernels sum in float: |W| for most types;
-    for Q4_K / Q5_K, whose weights are d*sc*q - dmin*m with both parts summed apart per
-    super-block, d*sc*q + dmin*m (the two parts can cancel)."""
-    if wtype not in (GGMLType.Q4_K, GGMLType.Q5_K):
-        return np.abs(dequant(wtype, raw, n_in))
-    unpack = dot_ref.unpack_q4_K if wtype == GGMLType.Q4_K else dot_ref.unpack_q5_K
-    d, dmin, sc, m, q = unpack(raw)
-    a = d[:, :, None, None] * sc[:, :, :, None] * q.reshape(q.shape[0], -1, 8, 32) + (dmin[:, :, None] * m)[..., None]
-    return np.abs(a.astype(np.float64)).reshape(raw.shape[0], n_in)
+    for types with a min (Q4_K, Q5_K, Q4_1, Q5_1), whose scaled quants and mins are summed
+    apart, |scaled quant| + |min| (the two parts can cancel)."""
+    W = dequant(wtype, raw, n_in)
+    mins = block_mins(wtype, raw)
+    if mins is None:
+        return np.abs(W)
+    blk = n_in // mins.shape[1]
+    m = np.repeat(mins, blk, axis=1)
+    return np.abs(W) + 2 * m  # |d*q| <= |W| + |m|
+
+
+def block_mins(wtype, raw):
+    """|min| per 32-element block (n_out, n_in/32) float64, for the types that have mins."""
+    s = TYPES[wtype]
+    names = s.block.names or ()
+    if "dmin" in names:  # K-quants: dmin * m_j per sub-block of 32
+        from tinyllm.quants import q4_k
+
+        _, dmin, _, m, _ = q4_k.unpack_ref(raw, five=wtype == GGMLType.Q5_K)
+        return np.abs((dmin[:, :, None] * m).astype(np.float64)).reshape(raw.shape[0], -1)
+    if "m" in names:
+        b = raw.reshape(-1).view(s.block).reshape(raw.shape[0], -1)
+        return np.abs(b["m"].astype(np.float64))
+    return None
 
 
 def summation_bound(A, x):
@@ -145,17 +155,19 @@ def summation_bound(A, x):
 
 
 def dequant(wtype, raw, n_in):
-    return reference.dequantize(raw, wtype, (raw.shape[0], n_in)).astype(np.float64)
+    return dequantize(raw, wtype, (raw.shape[0], n_in)).astype(np.float64)
 
 
 def check_matmul(wtype, raw, n_in, x, threads_list=(1, 2)):
     """Twin vs float64 oracle; each available kernel set (AVX2 intrinsics, portable loops) vs
     the twin; 1 vs 2 threads (each output is summed by one thread in a fixed order: equal)."""
+    s = TYPES[wtype]
     W = dequant(wtype, raw, n_in)
     exact = x.astype(np.float64) @ W.T
-    twin = dot_ref.dot_ref(wtype, raw, x).astype(np.float64)
+    twin = s.dot_ref(raw, *act.quantize_act_ref(s.act, x)).astype(np.float64)
     fsum = summation_bound(term_magnitudes(wtype, raw, n_in), x)
-    bound = act_error_bound(wtype, W, x) + fsum
+    mins = block_mins(wtype, raw)
+    bound = act_error_bound(wtype, W, x, mins) + fsum
     assert (np.abs(twin - exact) <= bound).all(), f"{wtype.name}: twin off by {np.abs(twin - exact).max()}"
     w = QMatrix(wtype, raw, n_in, name="test")
     old = kernel_set()
@@ -175,6 +187,11 @@ def check_matmul(wtype, raw, n_in, x, threads_list=(1, 2)):
         set_kernel_set(old)
 
 
+def row_length(wtype):
+    """Two super-blocks for 256-weight types, five blocks for the 32-weight ones."""
+    return 512 if TYPES[wtype].block_size == 256 else 160
+
+
 # ---------------------------------------------------------------------------------------
 # kernels on random blocks (every bit pattern), odd row counts, decode and prefill
 
@@ -182,14 +199,14 @@ def check_matmul(wtype, raw, n_in, x, threads_list=(1, 2)):
 @pytest.mark.parametrize("wtype", ALL, ids=lambda t: t.name)
 @pytest.mark.parametrize("n_out", [37, 257])
 def test_kernels_random_blocks(wtype, n_out, threads):
-    n_in = 512 if wtype in K_TYPES else 160
+    n_in = row_length(wtype)
     w = random_qmatrix(wtype, n_out, n_in, seed=n_out)
     for T in (1, 5):
         x = nasty_activations(T, n_in, seed=T)
         check_matmul(wtype, w.raw, n_in, x)
 
 
-@pytest.mark.parametrize("wtype", [GGMLType.Q4_K, GGMLType.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("wtype", [GGMLType.Q4_K, GGMLType.Q8_0, GGMLType.Q4_1], ids=lambda t: t.name)
 def test_matmul_1d_and_out_argument(wtype):
     n_in = 256
     w = random_qmatrix(wtype, 70, n_in)
@@ -203,23 +220,28 @@ def test_matmul_1d_and_out_argument(wtype):
     np.testing.assert_array_equal(one, full[1])  # a token's result does not depend on T
 
 
-GOLDEN_FILES = {
-    GGMLType.Q4_0: "tiny-pure-Q4_0.gguf",
-    GGMLType.Q5_0: "tiny-pure-Q5_0.gguf",
-    GGMLType.Q8_0: "tiny-pure-Q8_0.gguf",
-    GGMLType.Q4_K: "tiny-pure-Q4_K_S.gguf",
-    GGMLType.Q5_K: "tiny-pure-Q5_K_S.gguf",
-    GGMLType.Q6_K: "tiny-pure-Q6_K.gguf",
-    GGMLType.F32: "tiny-f32.gguf",
+# llama.cpp's own files (tinyllm's quantizer writes the same bytes: checked against the manifest)
+LLAMA_CPP_FILES = {
+    GGMLType.Q4_0: "pure-Q4_0",
+    GGMLType.Q4_1: "pure-Q4_1",
+    GGMLType.Q5_0: "pure-Q5_0",
+    GGMLType.Q5_1: "pure-Q5_1",
+    GGMLType.Q8_0: "pure-Q8_0",
+    GGMLType.Q4_K: "pure-Q4_K_S",
+    GGMLType.Q5_K: "pure-Q5_K_S",
+    GGMLType.Q6_K: "pure-Q6_K",
+    GGMLType.F32: None,
 }
 
 
-@pytest.mark.parametrize("wtype", list(GOLDEN_FILES), ids=lambda t: t.name)
-def test_kernels_on_llama_cpp_quantized_tensors(golden, wtype, threads):
-    """Real quantized blocks written by llama-quantize (all weight distributions of tiny-f32)."""
+@pytest.mark.parametrize("wtype", list(LLAMA_CPP_FILES), ids=lambda t: t.name)
+def test_kernels_on_llama_cpp_quantized_tensors(llama_cpp_file, golden, wtype, threads):
+    """Real quantized blocks as llama-quantize writes them (all weight distributions of tiny-f32)."""
     from tinyllm.gguf_io import GGUFFile
 
-    with GGUFFile(golden / "quant" / GOLDEN_FILES[wtype]) as f:
+    stem = LLAMA_CPP_FILES[wtype]
+    path = golden / "quant" / "tiny-f32.gguf" if stem is None else llama_cpp_file(stem)
+    with GGUFFile(path) as f:
         for name in ("blk.0.ffn_down.weight", "blk.0.attn_k.weight"):
             info = f.tensors[name]
             assert info.type == wtype
@@ -263,10 +285,19 @@ def test_get_rows_matches_reference_dequantize(wtype):
     n_in = 512
     w = random_qmatrix(wtype, 41, n_in, seed=5)
     ids = np.array([40, 0, 7, 7, 13], np.int32)
-    want = reference.dequantize(w.raw[ids], wtype, (len(ids), n_in))
+    want = dequantize(w.raw[ids], wtype, (len(ids), n_in))
     got = get_rows(w, ids)
     assert got.dtype == np.float32 and got.shape == (5, n_in)
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_quantize_activations_follows_the_weight_type():
+    x = nasty_activations(2, 256, 1)
+    for t in QUANTIZED:
+        got = quantize_activations(t, x)
+        want = act.quantize_act(TYPES[t].act, x)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,9 +305,9 @@ def test_get_rows_matches_reference_dequantize(wtype):
 
 
 def test_unsupported_weight_type_is_named():
-    raw = np.zeros((4, 20 * 2), np.uint8)
-    with pytest.raises(ModelError, match=r"blk\.3\.x.*Q4_1.*supported.*Q4_K"):
-        QMatrix(GGMLType.Q4_1, raw, 64, name="blk.3.x")
+    raw = np.zeros((4, 84), np.uint8)
+    with pytest.raises(ModelError, match=r"blk\.3\.x.*I8.*supported.*Q4_K"):
+        QMatrix(GGMLType.I8, raw, 84, name="blk.3.x")
 
 
 def test_row_length_not_multiple_of_block():
@@ -305,9 +336,15 @@ def test_unknown_kernel_set_is_named():
 def test_avx2_detected_on_x86_with_avx2():
     """The fast path must not silently fall back on a CPU that has AVX2."""
     import llvmlite.binding
+    import numba
 
-    if llvmlite.binding.get_host_cpu_features().get("avx2", False) and not dot.numba.config.CPU_NAME:
-        assert dot.HAS_AVX2 and kernel_set() == "avx2"
+    if llvmlite.binding.get_host_cpu_features().get("avx2", False) and not numba.config.CPU_NAME:
+        assert HAS_AVX2 and kernel_set() == "avx2"
+
+
+def test_every_matmul_type_has_both_kernel_sets():
+    for t in ALL:
+        assert set(TYPES[t].kernels) == {"portable", "avx2"}, t.name
 
 
 def test_matmul_bad_x_and_out():

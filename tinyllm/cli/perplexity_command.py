@@ -5,7 +5,7 @@ stdout gets what llama-perplexity prints as results: the running PPL per chunk
 """
 import sys
 
-from . import _options
+from . import options
 
 
 def register(sub):
@@ -21,7 +21,7 @@ def register(sub):
     p.add_argument("--chunks", type=int, default=-1, help="most chunks to score; -1 all (default: -1)")
     p.add_argument("-b", "--batch-size", dest="batch", type=int, default=None,
                    help="tokens per forward call (default: the chunk size)")
-    _options.add_model_args(p, ctx_default=None, model_flag=False)
+    options.add_model_args(p, ctx_default=None, model_flag=False)
     p.set_defaults(func=run)
 
 
@@ -38,7 +38,7 @@ def run(args):
         raise UsageError(f"-c/--ctx-size must be at least 4 tokens, got {args.n_ctx}")
     if args.batch is not None and args.batch < 1:
         raise UsageError(f"-b/--batch-size must be >= 1, got {args.batch}")
-    model = _options.load_model(args, n_ctx=args.n_ctx)
+    model = options.load_model(args, n_ctx=args.n_ctx)
     err, out = sys.stderr, sys.stdout
     n_batch = min(args.batch or args.n_ctx, args.n_ctx)
     print("perplexity: tokenizing the input ..", file=err)

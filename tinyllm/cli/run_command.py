@@ -2,7 +2,7 @@
 the timings go to stderr, so `tinyllm run -p ... > out.txt` keeps only the text."""
 import sys
 
-from . import _options
+from . import options
 
 
 def register(sub):
@@ -12,7 +12,7 @@ def register(sub):
         description="Generate a continuation of a prompt. Text goes to stdout as it is generated; "
         "the KV cache report and timings go to stderr.",
     )
-    _options.add_model_args(p)
+    options.add_model_args(p)
     src = p.add_mutually_exclusive_group()
     src.add_argument("-p", "--prompt", metavar="TEXT", help="the prompt; '-' reads it from stdin")
     src.add_argument("-f", "--file", metavar="FILE", help="read the prompt from a file")
@@ -23,7 +23,7 @@ def register(sub):
     p.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
     p.add_argument("--no-bos", action="store_true", help="do not add the BOS token to the prompt")
     p.add_argument("--ignore-eos", action="store_true", help="go on past end-of-text tokens (until -n or a full context)")
-    _options.add_sampling_args(p)
+    options.add_sampling_args(p)
     p.set_defaults(func=run)
 
 
@@ -45,13 +45,13 @@ def read_prompt(args) -> str:
 
 def run(args):
     from ..errors import ContextFullError, UsageError
-    from ..generate import generate
+    from ..generation import generate
 
     if args.max_tokens < -1:
         raise UsageError(f"-n/--max-tokens must be >= -1 (-1: no limit), got {args.max_tokens}")
-    params = _options.sampling_params(args)
+    params = options.sampling_params(args)
     prompt = read_prompt(args)
-    model = _options.load_model(args)
+    model = options.load_model(args)
     err = sys.stderr
     model.warmup(notice=err)  # before generating: a first-run compile is announced, not silent
     gen = generate(

@@ -33,7 +33,7 @@ def describe(gguf, kv_type: str = "f16") -> list[tuple[str, str]]:
     """(label, value) lines describing the model."""
     from ..bench import format_params, format_size, ftype_name, summarize
     from ..model.config import ModelConfig
-    from ..quant_rules import type_name
+    from ..quantize.rules import type_name
 
     s = summarize(gguf)
     md = gguf.metadata
@@ -103,7 +103,7 @@ def _kv_mib(cfg, n_ctx: int, per_layer: int) -> float:
 def run(args):
     from ..default_model import resolve_model
     from ..gguf_io import GGUFFile
-    from ._options import parse_kv_type
+    from .options import parse_kv_type
 
     kv_type = parse_kv_type(args.kv_type)
     path = resolve_model(args.model or args.model_opt)

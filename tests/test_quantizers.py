@@ -1,20 +1,24 @@
-"""The Numba quantizers (tinyllm.quants.quantize) against their NumPy twins in
-tinyllm.quants.reference, on random data and on edge rows; the bit-level fp16/bf16/nearest_int
-helpers against NumPy and gguf-py; the error paths. Byte-identity with llama.cpp itself is
-in test_quantize_golden.py."""
+"""The Numba row quantizers of the type modules (registry.quantize) against their NumPy twins
+(registry.quantize_ref), on random data and on edge rows; nearest_int against its NumPy twin;
+the error paths. Byte-identity with llama.cpp itself is in test_quantize_golden.py, the fp16
+and bf16 conversions in test_fp16.py."""
 import re
 
-import gguf
 import numba
 import numpy as np
 import pytest
 
 from tinyllm.errors import QuantizationError, UsageError
-from tinyllm.quants import quantize as Q
-from tinyllm.quants import reference as R
+from tinyllm.quants import fit, q4_k
+from tinyllm.quants import registry as Q
+from tinyllm.quants.rounding import nearest_int, nearest_int_np
 from tinyllm.quants.types import GGMLType, row_nbytes
 
-ALL_TYPES = list(Q.QUANTIZE_TYPES)
+ALL_TYPES = [*Q.QUANTIZE_TYPES, GGMLType.Q8_K]
+
+
+class R:
+    quantize_ref = staticmethod(Q.quantize_ref)
 
 
 def edge_rows(n: int, seed: int = 0) -> np.ndarray:
@@ -71,13 +75,13 @@ def test_scalar_fallback_fit_equals_the_lanes(rows, t):
     must not change (the lanes path is what normal input takes)."""
     five = t == GGMLType.Q5_K
     out = {}
-    for limit in (np.float32(0.0), Q._LIMIT):
+    for limit in (np.float32(0.0), fit.LIMIT):
         o = np.empty((rows.shape[0], row_nbytes(t, rows.shape[1])), np.uint8)
         status = np.zeros(rows.shape[0], np.int8)
-        Q._rows_k4_k5(rows, rows.view(np.uint32), o, status, five, limit)
+        q4_k.quantize_rows_kmin(rows, rows.view(np.uint32), o, status, five, limit)
         assert not status.any()
         out[float(limit)] = o
-    assert np.array_equal(out[0.0], out[float(Q._LIMIT)])
+    assert np.array_equal(out[0.0], out[float(fit.LIMIT)])
     assert np.array_equal(out[0.0], R.quantize_ref(rows, t))
 
 
@@ -101,75 +105,13 @@ def test_shapes_one_row_and_empty():
 
 
 # ---------------------------------------------------------------------------------------
-# bit-level helpers
-
-
-@numba.njit
-def _map_f2h(f, out):
-    for i in range(f.shape[0]):
-        out[i] = Q.fp32_to_fp16_bits(f[i])
-
-
-@numba.njit
-def _map_h2f(h, out):
-    for i in range(h.shape[0]):
-        out[i] = Q.fp16_bits_to_fp32(h[i])
-
-
-@numba.njit
-def _map_bf16(f, out):
-    for i in range(f.shape[0]):
-        out[i] = Q.fp32_to_bf16_bits(f[i])
+# nearest_int
 
 
 @numba.njit
 def _map_nearest(v, out):
     for i in range(v.shape[0]):
-        out[i] = Q.nearest_int(v[i])
-
-
-def _interesting_floats(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    u = rng.integers(0, 2**32, 1 << 20, dtype=np.uint64).astype(np.uint32)
-    # the fp16 range in detail: every exponent from subnormal to overflow, with ties
-    e = rng.integers(100, 145, 1 << 18, dtype=np.uint32)
-    m = rng.integers(0, 1 << 23, 1 << 18, dtype=np.uint32)
-    m[::3] = (m[::3] & ~np.uint32(0x1FFF)) | 0x1000  # exact fp16 ties
-    u[: 1 << 18] = (e << 23) | m | (rng.integers(0, 2, 1 << 18, dtype=np.uint32) << 31)
-    edges = [0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0x477FE000, 0x477FEFFF,
-             0x477FF000, 0x38800000, 0x387FFFFF, 0x33000000, 0x33000001, 0x32FFFFFF, 0x33800000,
-             0x00000001]  # fmt: skip
-    u[-len(edges) :] = edges
-    return u.view(np.float32)
-
-
-def test_fp32_to_fp16_bits_matches_numpy_round_to_nearest_even():
-    f = _interesting_floats(1)
-    got = np.empty(f.size, np.int64)
-    _map_f2h(f, got)
-    with np.errstate(over="ignore"):
-        expected = f.astype(np.float16).view(np.uint16).astype(np.int64)
-    nan = np.isnan(f)
-    assert np.array_equal(got[~nan], expected[~nan])
-    assert (got[nan] & 0x7FFF == 0x7E00).all()  # ggml's NaN, sign copied
-
-
-def test_fp16_bits_to_fp32_is_exact_for_all_65536_patterns():
-    h = np.arange(1 << 16, dtype=np.int64)
-    got = np.empty(h.size, np.float32)
-    _map_h2f(h, got)
-    expected = h.astype(np.uint16).view(np.float16).astype(np.float32)
-    nan = np.isnan(expected)
-    assert np.array_equal(np.isnan(got), nan)
-    assert np.array_equal(got[~nan].view(np.uint32), expected[~nan].view(np.uint32))
-
-
-def test_fp32_to_bf16_bits_matches_gguf_py():
-    f = _interesting_floats(2)
-    got = np.empty(f.size, np.int64)
-    _map_bf16(f, got)
-    expected = gguf.quants.quantize(f[None], gguf.GGMLQuantizationType.BF16).view(np.uint16)[0]
-    assert np.array_equal(got, expected.astype(np.int64))
+        out[i] = nearest_int(v[i])
 
 
 def test_nearest_int_matches_the_reference_bit_trick_everywhere():
@@ -183,7 +125,7 @@ def test_nearest_int_matches_the_reference_bit_trick_everywhere():
     )
     got = np.empty(v.size, np.int64)
     _map_nearest(v, got)
-    assert np.array_equal(got, R.nearest_int(v))
+    assert np.array_equal(got, nearest_int_np(v))
 
 
 # ---------------------------------------------------------------------------------------
@@ -222,8 +164,8 @@ def test_fp16_scale_overflow_refused_naming_the_row(t, value):
 def test_bad_arguments():
     with pytest.raises(QuantizationError, match="row length 300 is not a multiple of the Q8_0 block size 32"):
         Q.quantize(np.zeros((2, 300), np.float32), GGMLType.Q8_0)
-    with pytest.raises(QuantizationError, match="cannot quantize to type Q3_K"):
-        Q.quantize(np.zeros((2, 256), np.float32), GGMLType.Q3_K)
+    with pytest.raises(QuantizationError, match="type I8 is not supported"):
+        Q.quantize(np.zeros((2, 256), np.float32), GGMLType.I8)
     with pytest.raises(QuantizationError, match=r"2-D .* got shape \(2, 2, 256\)"):
         Q.quantize(np.zeros((2, 2, 256), np.float32), GGMLType.Q8_0)
     with pytest.raises(UsageError, match="threads must be at least 1, got 0"):

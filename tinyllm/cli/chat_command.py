@@ -1,7 +1,7 @@
 """`tinyllm chat`: an interactive conversation (prompt-toolkit REPL); with stdin piped, one answer."""
 import sys
 
-from . import _options
+from . import options
 
 
 def register(sub):
@@ -12,13 +12,13 @@ def register(sub):
         '""" to write several lines; Ctrl+C stops a reply; /help lists the commands; Ctrl+D or /bye '
         "leaves. With stdin piped, the piped text is answered once and the command exits.",
     )
-    _options.add_model_args(p)
+    options.add_model_args(p)
     p.add_argument(
         "-n", "--max-tokens", "--n-predict", dest="max_tokens", type=int, default=None,
         help="most tokens per reply; -1 until end of turn or a full context "
         "(default: -1 with a chat template, 256 in plain completion mode)",
     )
-    _options.add_sampling_args(p)
+    options.add_sampling_args(p)
     g = p.add_argument_group("conversation")
     g.add_argument("--system", metavar="TEXT", help="system prompt")
     g.add_argument(
@@ -45,12 +45,12 @@ def run(args):
         raise UsageError(f"-n/--max-tokens must be a positive integer or -1 (no limit), got {args.max_tokens}")
     if args.raw and args.template not in ("auto", "raw"):
         raise UsageError(f"--raw and --template {args.template} contradict each other; give one of them")
-    params = _options.sampling_params(args)
+    params = options.sampling_params(args)
     piped = not sys.stdin.isatty()
     text = sys.stdin.read() if piped else None
     if piped and not text.strip():
         raise UsageError("stdin is not a terminal and gave no text: pipe a message, or run in a terminal")
-    model = _options.load_model(args)
+    model = options.load_model(args)
     template, notice = templates.choose(
         model.gguf.metadata, "raw" if args.raw else args.template, origin=str(model.path)
     )

@@ -2,7 +2,7 @@
 
 Nothing here reads tensor data. `plan_types` takes the tensors' names, types and shapes plus
 a few model hyper-parameters and returns, in llama.cpp's output order, the type every tensor
-will be written in. `tinyllm.quantize` runs the plan; `--dry-run` only prints it.
+will be written in. `pipeline` runs the plan; `--dry-run` only prints it.
 
 The order of the checks, the counters (i_attention_wv, i_ffn_down) and the fallback for rows
 that do not fit a 256-weight super-block follow `src/llama-quant.cpp` exactly, because the
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import QuantizationError, UsageError
-from .quants.types import BLOCK_SIZES, FLOAT_TYPES, GGMLType, block_size, parse_type, row_nbytes
+from ..errors import QuantizationError, UsageError
+from ..quants.types import BLOCK_SIZES, FLOAT_TYPES, GGMLType, block_size, parse_type, row_nbytes
 
 GGML_QNT_VERSION = 2  # written as general.quantization_version
 

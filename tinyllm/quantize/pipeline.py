@@ -3,8 +3,8 @@
     plan_file(src, type_name, **options)            -> QuantPlan   (nothing converted: --dry-run)
     quantize_file(src, dst, type_name, **options)   -> QuantizeStats
 
-Types come from `quant_rules` (llama-quantize's mixtures, §5); the block code is the project's
-own (`quants.quantize`, bit-exact with ggml), so a Q4_K_M made here is byte-identical to
+Types come from `rules` (llama-quantize's mixtures, §5); the block code is the project's
+own (the type modules of `tinyllm.quants`, bit-exact with ggml), so a Q4_K_M made here is byte-identical to
 llama-quantize's. Tensors are produced one at a time, just before `write_gguf` writes them,
 so memory holds one converted tensor at a time; the input stays memory-mapped.
 
@@ -23,8 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import GGUFError, QuantizationError, UsageError
-from .quant_rules import (
+from ..errors import GGUFError, QuantizationError, UsageError
+from .rules import (
     FTYPE_ALIASES,
     FTYPES,
     GGML_QNT_VERSION,
@@ -39,7 +39,7 @@ from .quant_rules import (
     plan_types,
     type_name,
 )
-from .quants.types import FLOAT_TYPES, GGMLType, parse_type
+from ..quants.types import FLOAT_TYPES, GGMLType, parse_type
 
 # metadata llama-quantize drops (a quantized file is one shard) or rewrites at the end
 _SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
@@ -92,12 +92,9 @@ class QuantizeStats:
 
 def supported_types() -> tuple[GGMLType, ...]:
     """Types tinyllm can write (the block code's quantizers, F32/F16/BF16 included)."""
-    from .quants import quantize as q
+    from ..quants.registry import QUANTIZE_TYPES
 
-    types = getattr(q, "QUANTIZE_TYPES", None)
-    if types is None:
-        from .quants.reference import QUANTIZE_TYPES as types
-    return tuple(t for t in types if t != GGMLType.Q8_K)  # Q8_K is an activation type only
+    return QUANTIZE_TYPES
 
 
 def default_output_path(src: str | os.PathLike, ftype: FType | str) -> Path:
@@ -141,7 +138,7 @@ def _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type
 
 
 def _open(src) -> "GGUFFile":
-    from .gguf_io import GGUFFile
+    from ..gguf_io import GGUFFile
 
     src = Path(src)
     if src.is_dir():
@@ -153,16 +150,17 @@ def _plan(gf, ftype: FType, opts: QuantOptions, no_fallback: bool) -> QuantPlan:
     hp = ModelHParams.from_metadata(gf.metadata, gf.tensors)
     plan = plan_types(((t.name, t.type, t.shape) for t in gf.tensors.values()), ftype, hp, opts)
     check_fits(plan)
-    from .quants.reference import DEQUANTIZE_TYPES
+    from ..quants.registry import TYPES
 
+    readable = tuple(t for t in TYPES if t != GGMLType.Q8_K)
     supported = supported_types()
     for t in plan.tensors:
         if t.converts and t.dst_type not in supported:
             names = ", ".join(type_name(s) for s in supported)
             raise QuantizationError(
                 f"tensor {t.name}: tinyllm cannot write type {type_name(t.dst_type)} (supported: {names})")
-        if t.converts and t.src_type not in DEQUANTIZE_TYPES:
-            names = ", ".join(type_name(s) for s in DEQUANTIZE_TYPES if s != GGMLType.Q8_K)
+        if t.converts and t.src_type not in readable:
+            names = ", ".join(type_name(s) for s in readable)
             raise QuantizationError(
                 f"tensor {t.name} is {type_name(t.src_type)}, which tinyllm cannot read back to float "
                 f"to convert it (readable: {names})")
@@ -217,7 +215,7 @@ def _check_requantize(src: Path, plan: QuantPlan, allow: bool) -> None:
 
 def _out_metadata(gf, ftype: FType):
     """Input metadata with value types kept; split keys dropped; version and file_type last, as llama.cpp."""
-    from .gguf_io import GGUFValueType
+    from ..gguf_io import GGUFValueType
 
     drop = set(_SPLIT_KEYS) | {_QNT_KEY, _FTYPE_KEY}
     metadata = {k: v for k, v in gf.metadata.items() if k not in drop}
@@ -236,7 +234,7 @@ def _to_f32(raw: np.ndarray, t: GGMLType, ncols: int) -> np.ndarray:
         return raw.view(np.float16).astype(np.float32)
     if t == GGMLType.BF16:
         return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-    from .quants.reference import dequantize
+    from ..quants.registry import dequantize
 
     return dequantize(raw, t, (raw.shape[0], ncols))
 
@@ -255,7 +253,7 @@ def convert_tensor(info, dst_type: GGMLType, threads: int | None = None) -> np.n
     Rows go through in chunks of ~64 MiB of float32, and each chunk's input pages are dropped
     once it is converted, so memory holds the output plus one chunk, whatever the tensor's size.
     """
-    from .quants.quantize import quantize
+    from ..quants.registry import quantize
 
     raw = info.data
     if info.type == dst_type:
@@ -324,7 +322,7 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
     `on_plan(plan)` is called once every check has passed, before the first tensor is converted;
     `progress(TensorDone)` after each tensor.
     """
-    from .jit import get_threads, set_threads
+    from ..jit import get_threads, set_threads
 
     t0 = time.perf_counter()
     ftype = type_name if isinstance(type_name, FType) else parse_ftype(type_name)
@@ -333,7 +331,7 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
     dst = default_output_path(src, ftype) if dst is None else Path(dst)
     if not dry_run:
         _check_paths(src, dst, force)
-    if threads is not None:  # validate now; quants.quantize applies it per call
+    if threads is not None:  # validate now; quants.registry.quantize applies it per call
         old = get_threads()
         set_threads(threads)
         set_threads(old)
@@ -362,7 +360,7 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
             return produce
 
         specs = [(tp.name, tp.dst_type, tp.shape, producer(i, tp)) for i, tp in enumerate(plan.tensors)]
-        from .gguf_io import write_gguf
+        from ..gguf_io import write_gguf
 
         try:
             write_gguf(dst, metadata, specs, value_types=value_types, alignment=gf.alignment)

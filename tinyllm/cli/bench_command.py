@@ -6,7 +6,7 @@ The table (or JSON) goes to stdout, progress to stderr.
 import json
 import sys
 
-from . import _options
+from . import options
 
 
 def register(sub):
@@ -35,19 +35,19 @@ def run(args):
 
     if args.output not in ("md", "json"):
         raise UsageError(f"-o/--output {args.output!r} is not supported; choose md or json")
-    threads = _options.parse_list(args.threads, "-t/--threads", minimum=1)
+    threads = options.parse_list(args.threads, "-t/--threads", minimum=1)
     for t in threads:
-        _options.parse_threads(t)  # range check before anything slow
+        options.parse_threads(t)  # range check before anything slow
     if args.kernels:
         return run_kernels(args, threads)
-    n_prompt = _options.parse_list(args.n_prompt, "-p/--n-prompt")
-    n_gen = _options.parse_list(args.n_gen, "-n/--n-gen")
-    depth = _options.parse_list(args.n_depth, "-d/--n-depth")
+    n_prompt = options.parse_list(args.n_prompt, "-p/--n-prompt")
+    n_gen = options.parse_list(args.n_gen, "-n/--n-gen")
+    depth = options.parse_list(args.n_depth, "-d/--n-depth")
     if args.repetitions < 1:
         raise UsageError(f"-r/--repetitions must be >= 1, got {args.repetitions}")
     from ..bench import markdown_row, markdown_table, run_bench
 
-    kv_type = _options.parse_kv_type(args.kv_type)
+    kv_type = options.parse_kv_type(args.kv_type)
     n_ctx = max(d for d in depth) + max(max(n_prompt), max(n_gen))
     from ..default_model import resolve_model
     from ..model import load
@@ -83,7 +83,7 @@ def run(args):
 
 
 def run_kernels(args, threads):
-    from ..quants.bench import run_kernel_bench
+    from ..quants.kernel_bench import run_kernel_bench
 
     def on_row(row):
         print(f"bench: {row['type']} {row['n_out']}x{row['n_in']} T={row['T']} threads {row['threads']}", file=sys.stderr, flush=True)

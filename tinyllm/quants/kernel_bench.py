@@ -11,10 +11,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..jit import get_threads, set_threads
-from .matmul import FLOAT_WEIGHTS, QMatrix, matmul
-from .types import BLOCK_SIZES, GGMLType, row_nbytes
+from .matmul import QMatrix, matmul
+from .registry import MATMUL_TYPES, TYPES
+from .types import BLOCK_SIZES, FLOAT_TYPES, GGMLType, row_nbytes
 
-DEFAULT_TYPES = ("Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q5_0", "Q4_0", "F16", "BF16", "F32")
+DEFAULT_TYPES = tuple(t.name for t in MATMUL_TYPES)  # every type the runtime multiplies
 # (n_out, n_in) per case; Gemma 3's tied output matrix is the largest single decode read
 SQUARE = (2048, 2048)
 GEMMA_OUTPUT = (262144, 640)
@@ -36,11 +37,28 @@ class KernelBenchRow:
         return asdict(self)
 
 
-def random_qmatrix(wtype, n_out: int, n_in: int, seed: int = 0) -> QMatrix:
-    """A QMatrix of random blocks: random quant bytes, fp16 scales in a small finite range."""
+def random_blocks(wtype, n_out: int, n_in: int, seed: int = 0) -> np.ndarray:
+    """Random block bytes (n_out, row_nbytes): random quant bytes, and every fp16 field of the
+    block layout (d, dmin, m) a finite scale in [0, 0.01)."""
     wtype = GGMLType(wtype)
     rng = np.random.default_rng(seed)
-    if wtype in FLOAT_WEIGHTS:
+    blck, nbytes = BLOCK_SIZES[wtype]
+    nb = n_in // blck
+    raw = rng.integers(0, 256, (n_out, nb, nbytes), dtype=np.uint8)
+    block = TYPES[wtype].block
+    for name in block.names:
+        if block.fields[name][0] == np.dtype("<f2"):
+            off = block.fields[name][1]
+            scale = (rng.random((n_out, nb), dtype=np.float32) * np.float32(0.01)).astype("<f2")
+            raw[:, :, off : off + 2] = scale.view(np.uint8).reshape(n_out, nb, 2)
+    return raw.reshape(n_out, row_nbytes(wtype, n_in))
+
+
+def random_qmatrix(wtype, n_out: int, n_in: int, seed: int = 0) -> QMatrix:
+    """A QMatrix of random blocks (random_blocks), or of random float weights."""
+    wtype = GGMLType(wtype)
+    rng = np.random.default_rng(seed)
+    if wtype in FLOAT_TYPES:
         w = rng.standard_normal((n_out, n_in), dtype=np.float32) * np.float32(0.05)
         if wtype == GGMLType.F32:
             raw = w.view(np.uint8)
@@ -49,15 +67,7 @@ def random_qmatrix(wtype, n_out: int, n_in: int, seed: int = 0) -> QMatrix:
         else:
             raw = (w.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
         return QMatrix(wtype, raw.reshape(n_out, -1), n_in, name=f"random-{wtype.name}")
-    blck, nbytes = BLOCK_SIZES[wtype]
-    nb = n_in // blck
-    raw = rng.integers(0, 256, (n_out, nb, nbytes), dtype=np.uint8)
-    scales = (rng.random((n_out, nb, 2), dtype=np.float32) * np.float32(0.01)).astype("<f2").view(np.uint8)
-    off = 208 if wtype == GGMLType.Q6_K else 0
-    raw[:, :, off : off + 2] = scales[:, :, 0:2]
-    if wtype in (GGMLType.Q4_K, GGMLType.Q5_K):
-        raw[:, :, 2:4] = scales[:, :, 2:4]
-    return QMatrix(wtype, raw.reshape(n_out, row_nbytes(wtype, n_in)), n_in, name=f"random-{wtype.name}")
+    return QMatrix(wtype, random_blocks(wtype, n_out, n_in, seed), n_in, name=f"random-{wtype.name}")
 
 
 def _time_calls(mats, x, out, min_calls: int, min_seconds: float) -> float:

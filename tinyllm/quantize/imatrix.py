@@ -1,0 +1,155 @@
+"""Importance-matrix files, as llama-imatrix writes and llama-quantize reads them
+(kquants-family.md §6.2, §6.3).
+
+GGUF format: `general.type` = "imatrix", `imatrix.datasets` (strings), `imatrix.chunk_count`
+and `imatrix.chunk_size` (u32); per weight `<name>` two F32 tensors, `<name>.in_sum2`
+(ggml [ne0, nmat]: the raw sums of x² per input column) and `<name>.counts` ([1, nmat]).
+Legacy format (`.dat`): int32 entry count; per entry int32 name length, name, int32 ncall,
+int32 nval, float32 values = mean(x²) * ncall; then int32 chunk count, int32 length + dataset.
+
+    save_imatrix(path, entries, datasets, chunk_count, chunk_size)   entries: name -> ImatrixEntry
+    load_imatrix(path) -> Imatrix     .weights(name): float32 mean of x² per column, as llama-quantize uses
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import QuantizationError
+from ..gguf_io import GGUFFile, GGUFValueType, write_gguf
+from ..quants.types import GGMLType
+
+_SUM2, _COUNTS = ".in_sum2", ".counts"
+
+
+@dataclass
+class ImatrixEntry:
+    sums: np.ndarray  # float32 (nmat, ne0): Σ x² per input column (per expert for MoE)
+    counts: np.ndarray  # (nmat,) activation rows accumulated
+
+    def weights(self) -> np.ndarray:
+        """llama-quantize's quant_weights: sums / count in float32, 1 where count is 0; flat (nmat*ne0,)."""
+        c = np.asarray(self.counts, np.float32)[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where(c == 0, np.float32(1), np.asarray(self.sums, np.float32) / np.where(c == 0, 1, c))
+        return w.astype(np.float32).reshape(-1)
+
+
+@dataclass
+class Imatrix:
+    path: Path
+    entries: dict[str, ImatrixEntry]
+    datasets: list[str] = field(default_factory=list)
+    chunk_count: int = 0
+    chunk_size: int = 0
+
+    def weights(self, name: str) -> np.ndarray | None:
+        e = self.entries.get(name)
+        return None if e is None else e.weights()
+
+
+def save_imatrix(path, entries: dict[str, ImatrixEntry], datasets=(), chunk_count: int = 0, chunk_size: int = 0) -> None:
+    """Write the GGUF imatrix format, entries sorted by name as llama-imatrix does; atomic."""
+    metadata = {
+        "general.type": "imatrix",
+        "imatrix.datasets": list(datasets),
+        "imatrix.chunk_count": int(chunk_count),
+        "imatrix.chunk_size": int(chunk_size),
+    }
+    value_types = {
+        "imatrix.datasets": (GGUFValueType.ARRAY, GGUFValueType.STRING),
+        "imatrix.chunk_count": (GGUFValueType.UINT32, None),
+        "imatrix.chunk_size": (GGUFValueType.UINT32, None),
+    }
+    tensors = []
+    for name in sorted(entries):
+        e = entries[name]
+        sums = np.ascontiguousarray(e.sums, np.float32)
+        counts = np.asarray(e.counts, np.float32).reshape(-1, 1)
+        if sums.ndim != 2 or counts.shape[0] != sums.shape[0]:
+            raise QuantizationError(f"imatrix entry {name}: sums {sums.shape} do not match counts {counts.shape}")
+        tensors.append((name + _SUM2, GGMLType.F32, sums.shape, sums))
+        tensors.append((name + _COUNTS, GGMLType.F32, counts.shape, counts))
+    write_gguf(path, metadata, tensors, value_types=value_types)
+
+
+def load_imatrix(path) -> Imatrix:
+    """Read an imatrix file in GGUF or legacy format; QuantizationError names the file and the problem."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise QuantizationError(f"{path}: cannot read imatrix file: {e.strerror or e}") from None
+    if magic == b"GGUF":
+        return _load_gguf(path)
+    return _load_legacy(path)
+
+
+def _load_gguf(path: Path) -> Imatrix:
+    with GGUFFile(path) as f:
+        md = f.metadata
+        if md.get("general.type") != "imatrix":
+            raise QuantizationError(f"{path}: not an imatrix file (general.type is {md.get('general.type')!r:.40})")
+        for key in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size"):
+            if key not in md:
+                raise QuantizationError(f"{path}: imatrix metadata key {key} is missing")
+        entries = {}
+        for tname, info in f.tensors.items():
+            if not tname.endswith(_SUM2):
+                continue
+            name = tname[: -len(_SUM2)]
+            cinfo = f.tensors.get(name + _COUNTS)
+            if cinfo is None:
+                raise QuantizationError(f"{path}: imatrix entry {name} has {tname} but no {name + _COUNTS}")
+            if info.type != GGMLType.F32 or cinfo.type != GGMLType.F32:
+                raise QuantizationError(f"{path}: imatrix tensors of {name} must be F32")
+            sums = np.array(info.array(), np.float32).reshape(-1, info.ne[0])
+            counts = np.rint(np.array(cinfo.array(), np.float32).reshape(-1)).astype(np.int64)
+            if counts.shape[0] != sums.shape[0]:
+                raise QuantizationError(f"{path}: imatrix entry {name}: {sums.shape[0]} matrices but {counts.shape[0]} counts")
+            entries[name] = ImatrixEntry(sums, counts)
+        return Imatrix(path, entries, list(md["imatrix.datasets"]), int(md["imatrix.chunk_count"]), int(md["imatrix.chunk_size"]))
+
+
+def _load_legacy(path: Path) -> Imatrix:
+    data = path.read_bytes()
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        size = struct.calcsize(fmt)
+        if pos + size > len(data):
+            raise QuantizationError(f"{path}: truncated imatrix file (legacy format) at byte {pos}")
+        v = struct.unpack_from(fmt, data, pos)
+        pos += size
+        return v
+
+    (n_entries,) = take("<i")
+    if not 0 <= n_entries <= len(data) // 16:
+        raise QuantizationError(f"{path}: not an imatrix file (legacy entry count {n_entries})")
+    entries = {}
+    for _ in range(n_entries):
+        (n,) = take("<i")
+        if not 0 < n <= 4096:
+            raise QuantizationError(f"{path}: bad imatrix entry name length {n}")
+        name = bytes(take(f"<{n}s")[0]).decode("utf-8", "replace")
+        ncall, nval = take("<ii")
+        if not 0 <= nval <= (len(data) - pos) // 4:
+            raise QuantizationError(f"{path}: imatrix entry {name!r:.60} claims {nval} values")
+        values = np.frombuffer(data, np.float32, nval, pos).copy()
+        pos += 4 * nval
+        # stored as mean * ncall; llama-quantize divides by ncall back (when ncall > 0)
+        mean = values / np.float32(ncall) if ncall > 0 else values
+        entries[name] = ImatrixEntry(mean.reshape(1, -1), np.ones(1, np.int64))
+    chunk_count, dataset = 0, []
+    if pos + 4 <= len(data):
+        (chunk_count,) = take("<i")
+        if pos + 4 <= len(data):
+            (n,) = take("<i")
+            if 0 <= n <= len(data) - pos:
+                dataset = [data[pos : pos + n].decode("utf-8", "replace")]
+    return Imatrix(path, entries, dataset, chunk_count, 0)

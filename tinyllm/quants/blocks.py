@@ -1,0 +1,130 @@
+"""Pieces every type module's block code shares: input checks, fp16 fields, row status codes,
+and the float32 idioms of the NumPy reference code.
+
+Reference-code conventions (the `*_ref` functions of the type modules): every array op on
+float32 operands rounds once to float32, which is exactly one C operator on x86-64 SSE2;
+reductions whose order matters are explicit left-to-right loops over the element axis,
+vectorised over blocks (`seq_sum`).
+
+Numba row quantizers report per row through a status array: OK, NONFINITE (NaN/Inf in the
+input) or OVERFLOW (an fp16 scale overflowed: ggml_validate_row_data rejects the row).
+"""
+import functools
+
+import numpy as np
+
+from ..errors import QuantizationError
+from ..jit import jit_exact
+from .fp16 import fp16_bits_to_fp32, fp32_to_fp16_bits
+from .types import BLOCK_SIZES, GGMLType
+
+F32 = np.float32
+OK, NONFINITE, OVERFLOW = 0, 1, 2
+
+
+# -- Numba --------------------------------------------------------------------------------------
+
+
+@jit_exact
+def put16(o, off, h):
+    o[off] = h & 0xFF
+    o[off + 1] = (h >> 8) & 0xFF
+
+
+@jit_exact
+def fp16_field(o, off, f):
+    """Store fp16(f) little-endian at o[off:off+2]; return (its float32 value, whether it is finite)."""
+    h = fp32_to_fp16_bits(f)
+    put16(o, off, h)
+    return fp16_bits_to_fp32(h), (h & 0x7C00) != 0x7C00
+
+
+@jit_exact
+def read_fp16(o, off):
+    """The fp16 at o[off:off+2] (little-endian bytes) as float32."""
+    return fp16_bits_to_fp32(np.int64(o[off]) | (np.int64(o[off + 1]) << 8))
+
+
+# -- NumPy reference helpers ----------------------------------------------------------------------
+
+
+def quiet(fn):
+    """Inf and NaN inside a quantizer are deliberate float32 emulation (a subnormal scale's
+    reciprocal overflows in C too): keep NumPy from warning about them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def as_rows(x: np.ndarray, type: GGMLType) -> np.ndarray:
+    """x as C-contiguous float32 rows whose length fits `type`'s blocks, with no NaN/Inf."""
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise QuantizationError(f"quantize takes a 2-D float32 array of rows, got shape {x.shape}")
+    blck = BLOCK_SIZES[type][0]
+    if x.shape[1] % blck:
+        raise QuantizationError(f"row length {x.shape[1]} is not a multiple of the {type.name} block size {blck}")
+    x = np.ascontiguousarray(x, dtype=F32)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise nonfinite_error(x, int(np.argmax(bad)), type)
+    return x
+
+
+def nonfinite_error(x: np.ndarray, r: int, type: GGMLType) -> QuantizationError:
+    c = int(np.argmax(~np.isfinite(x[r])))
+    return QuantizationError(f"row {r} holds a non-finite value ({x[r, c]} at column {c}); cannot quantize to {type.name}")
+
+
+def overflow_error(x: np.ndarray, r: int, type: GGMLType, what: str = "block scale") -> QuantizationError:
+    return QuantizationError(
+        f"row {r}: {type.name} {what} overflows fp16 (largest |value| in the row is "
+        f"{float(np.abs(x[r]).max()):g}); ggml rejects such rows"
+    )
+
+
+def validate_fp16(fields: np.ndarray, x: np.ndarray, type: GGMLType, what: str) -> None:
+    """ggml_validate_row_data: an fp16 scale that overflowed to Inf (or NaN) makes the row invalid."""
+    bad = ~np.isfinite(fields.reshape(x.shape[0], -1).astype(F32)).all(axis=1)
+    if bad.any():
+        raise overflow_error(x, int(np.argmax(bad)), type, what)
+
+
+def out_rows(b: np.ndarray, rows: int) -> np.ndarray:
+    """Structured blocks -> uint8 (rows, row_nbytes)."""
+    return b.view(np.uint8).reshape(rows, -1)
+
+
+def first_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (amax, max) of `if |x| > amax: amax, max = |x|, x` starting from 0 (first wins, sign kept)."""
+    ax = np.abs(x)
+    i = np.argmax(ax, axis=-1)[..., None]
+    amax = np.take_along_axis(ax, i, axis=-1)[..., 0]
+    mx = np.take_along_axis(x, i, axis=-1)[..., 0]
+    # all-zero rows: the loop never assigns, so max stays +0.0 even if x holds -0.0
+    return amax, np.where(amax > 0, mx, F32(0)).astype(F32)
+
+
+def argext(x: np.ndarray, fn) -> np.ndarray:
+    """x[argmin/argmax] per row: the first extreme wins, as a strict-comparison C loop keeps it."""
+    return np.take_along_axis(x, fn(x, axis=-1)[..., None], axis=-1)[..., 0]
+
+
+def seq_sum(terms: np.ndarray) -> np.ndarray:
+    """Left-to-right float32 sum over the last axis starting from 0.0f, as a C loop does."""
+    s = np.zeros(terms.shape[:-1], dtype=F32)
+    for i in range(terms.shape[-1]):
+        s = s + terms[..., i]
+    return s
+
+
+def safe_recip(d: np.ndarray) -> np.ndarray:
+    """`d ? 1.0f/d : 0.0f`."""
+    with np.errstate(divide="ignore"):
+        return np.where(d != 0, F32(1) / d, F32(0)).astype(F32)

@@ -1,0 +1,360 @@
+"""The scale searches the K-quant quantizers share (kquants.md §3.4, §3.5): NumPy twins that run
+many sub-blocks at once, and the Numba versions the row quantizers call.
+
+    make_qkx2_quants  fit x ~ scale*L + min (min <= 0) by weighted least squares over trial scales
+    make_qx_quants    symmetric fit x ~ scale*l with weights x*x (rmse_type 1, no imatrix)
+"""
+import numpy as np
+
+from ..jit import jit_exact
+from .blocks import F32, argext, first_absmax, quiet, seq_sum
+from .rounding import nearest_int, nearest_int_np
+
+_F0 = F32(0.0)
+_F1 = F32(1.0)
+_EPS = F32(1e-15)  # GROUP_MAX_EPS
+_F0_1 = F32(0.1)
+_F32_32 = F32(32.0)
+
+# ---------------------------------------------------------------------------------------------
+# NumPy twins
+
+@quiet
+def make_qkx2_quants_ref(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
+    """§3.4 over many sub-blocks at once: x, w (N, n) float32 -> (scale (N,), the_min (N,), L (N, n) uint8).
+
+    Fits x ~ scale*L + min (min <= 0) by weighted least squares over nstep+1 trial scales;
+    an accepted trial's min feeds the later trials, as in ggml.
+    """
+    N, n = x.shape
+    mn = argext(x, np.argmin)
+    mx = argext(x, np.argmax)
+    sum_w = w[:, 0].copy()
+    sum_x = sum_w * x[:, 0]
+    for i in range(1, n):
+        sum_w = sum_w + w[:, i]
+        sum_x = sum_x + w[:, i] * x[:, i]
+    mn = np.where(mn > 0, F32(0), mn).astype(F32)
+    flat = mx == mn  # all zero or constant negative: L = 0, scale 0
+    L = np.zeros((N, n), np.uint8)
+    scale = np.zeros(N, F32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rng = np.where(flat, F32(1), mx - mn).astype(F32)
+        iscale = F32(nmax) / rng
+        scale = F32(1) / iscale
+        L = np.clip(nearest_int_np(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(np.uint8)
+        diff = (scale[:, None] * L.astype(F32) + mn[:, None]) - x
+        best_error = seq_sum(w * (diff * diff))
+        for step in range(nstep + 1):
+            rng = np.where(flat, F32(1), mx - mn).astype(F32)
+            iscale = ((F32(rmin) + F32(rdelta) * F32(step)) + F32(nmax)) / rng
+            laux = np.clip(nearest_int_np(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(np.uint8)
+            lf = laux.astype(F32)
+            wl = w * lf
+            sum_l = seq_sum(wl)
+            sum_l2 = seq_sum(wl * lf)
+            sum_xl = seq_sum(wl * x)
+            D = sum_w * sum_l2 - sum_l * sum_l
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            clamp = this_min > 0
+            this_min = np.where(clamp, F32(0), this_min).astype(F32)
+            this_scale = np.where(clamp, sum_xl / sum_l2, this_scale).astype(F32)
+            diff = (this_scale[:, None] * lf + this_min[:, None]) - x
+            cur_error = seq_sum(w * (diff * diff))
+            accept = (D > 0) & (cur_error < best_error) & ~flat
+            L = np.where(accept[:, None], laux, L)
+            best_error = np.where(accept, cur_error, best_error)
+            scale = np.where(accept, this_scale, scale)
+            mn = np.where(accept, this_min, mn)
+    L[flat] = 0
+    scale = np.where(flat, F32(0), scale).astype(F32)
+    return scale, (-mn).astype(F32), L
+
+
+@quiet
+def make_qx_quants_ref(x: np.ndarray, nmax: int):
+    """§3.5 with rmse_type 1 and no imatrix over many sub-blocks: x (N, n) -> (scale (N,), L (N, n) uint8).
+
+    Symmetric fit x ~ scale*l, l in -nmax..nmax-1 (stored as l + nmax), weights x*x, 19 trial scales.
+    """
+    amax, mx = first_absmax(x)
+    tiny = amax < F32(1e-15)  # GROUP_MAX_EPS: L = 0 (not nmax), scale 0
+    safe_max = np.where(tiny, F32(1), mx).astype(F32)
+    w = x * x
+
+    def trial(iscale):
+        l = np.clip(nearest_int_np(iscale[:, None] * x), -nmax, nmax - 1)
+        lf = l.astype(F32)
+        sumlx = seq_sum((w * x) * lf)
+        suml2 = seq_sum((w * lf) * lf)
+        return l, sumlx, suml2
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        l, sumlx, suml2 = trial(F32(-nmax) / safe_max)
+        L = (l + nmax).astype(np.uint8)
+        scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(F32)
+        best = scale * sumlx
+        for step in range(-9, 10):
+            if step == 0:
+                continue
+            l, sumlx, suml2 = trial(-(F32(nmax) + F32(0.1) * F32(step)) / safe_max)
+            accept = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+            L = np.where(accept[:, None], (l + nmax).astype(np.uint8), L)
+            scale = np.where(accept, sumlx / suml2, scale).astype(F32)
+            best = np.where(accept, scale * sumlx, best).astype(F32)
+    L[tiny] = 0
+    return np.where(tiny, F32(0), scale).astype(F32), L
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba
+
+
+@jit_exact
+def make_qkx2_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep):
+    """Fit x[base:base+32] ~ scale*L + min; writes L[lb:lb+32]; returns (scale, -min)."""
+    n = 32
+    mn = xr[base]
+    mx = xr[base]
+    sum_w = w[0]
+    sum_x = sum_w * xr[base]
+    for i in range(1, n):
+        v = xr[base + i]
+        if v < mn:
+            mn = v
+        if v > mx:
+            mx = v
+        sum_w += w[i]
+        sum_x += w[i] * v
+    if mn > _F0:
+        mn = _F0
+    if mx == mn:
+        for i in range(n):
+            L[lb + i] = 0
+        return _F0, -mn
+    fnmax = F32(nmax)
+    iscale = fnmax / (mx - mn)
+    scale = _F1 / iscale
+    best_error = _F0
+    for i in range(n):
+        v = xr[base + i]
+        l = min(nmax, max(0, nearest_int(iscale * (v - mn))))
+        L[lb + i] = l
+        diff = scale * F32(l) + mn - v
+        best_error += w[i] * (diff * diff)
+    for step in range(nstep + 1):
+        iscale = (rmin + rdelta * F32(step) + fnmax) / (mx - mn)
+        sum_l = _F0
+        sum_l2 = _F0
+        sum_xl = _F0
+        for i in range(n):
+            v = xr[base + i]
+            l = min(nmax, max(0, nearest_int(iscale * (v - mn))))
+            laux[i] = l
+            wl = w[i] * F32(l)
+            sum_l += wl
+            sum_l2 += wl * F32(l)
+            sum_xl += wl * v
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > _F0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > _F0:
+                this_min = _F0
+                this_scale = sum_xl / sum_l2
+            cur_error = _F0
+            for i in range(n):
+                diff = this_scale * F32(laux[i]) + this_min - xr[base + i]
+                cur_error += w[i] * (diff * diff)
+            if cur_error < best_error:
+                for i in range(n):
+                    L[lb + i] = laux[i]
+                best_error = cur_error
+                scale = this_scale
+                mn = this_min
+    return scale, -mn
+
+
+# Speed: the trial fits are latency-bound chains of float32 sums when run one sub-block at
+# a time. The sums of *different* sub-blocks are independent, so the fits below run all
+# sub-blocks of a row side by side as SIMD lanes: arrays (32, N) with lane k = sub-block k,
+# loops `for i: for k:` whose inner loop vectorises while each lane keeps ggml's exact
+# left-to-right order. Integer rounding uses rint, equal to nearest_int for |v| < 2^22;
+# a lane whose values could leave that range is redone with the scalar code above.
+
+LIMIT = F32(2097152.0)  # 2^21
+
+
+@jit_exact
+def _lanes_guard(iscale, mn, mx, xmin, flat, bad, limit):
+    """Flag lanes where iscale*(x - mn) may reach 2^21 (or is NaN): extremes bound it (monotone)."""
+    for k in range(iscale.shape[0]):
+        a = abs(iscale[k] * (mx[k] - mn[k]))
+        b = abs(iscale[k] * (xmin[k] - mn[k]))
+        ok = a < limit and b < limit
+        bad[k] = bad[k] if ok or flat[k] != _F0 else _F1
+
+
+@jit_exact
+def qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, Lt, laux, st, limit):
+    """make_qkx2_quants (§3.4) for N sub-blocks at once.
+
+    xt, wt: (32, N) values and weights, lane k = sub-block k. Writes Lt (32, N) (float L),
+    st[0] scale, st[1] the_min (= -min), st[2] 1.0 for lanes the caller must redo exactly.
+    """
+    n, N = xt.shape
+    scale, the_min, bad, flat = st[0], st[1], st[2], st[3]
+    mn, mx, xmin, sum_w, sum_x, best = st[4], st[5], st[6], st[7], st[8], st[9]
+    b_iscale, b_mn, iscale, sum_l, sum_l2, sum_xl = st[10], st[11], st[12], st[13], st[14], st[15]
+    cur, this_scale, this_min, dd = st[16], st[17], st[18], st[19]
+    fnmax = F32(nmax)
+    for k in range(N):
+        v = xt[0, k]
+        mn[k] = v
+        mx[k] = v
+        sum_w[k] = wt[0, k]
+        sum_x[k] = wt[0, k] * v
+    for i in range(1, n):
+        for k in range(N):
+            v = xt[i, k]
+            w = wt[i, k]
+            mn[k] = v if v < mn[k] else mn[k]
+            mx[k] = v if v > mx[k] else mx[k]
+            sum_w[k] = sum_w[k] + w
+            sum_x[k] = sum_x[k] + w * v
+    for k in range(N):
+        bad[k] = _F0
+        xmin[k] = mn[k]
+        mn[k] = _F0 if mn[k] > _F0 else mn[k]
+        flat[k] = _F1 if mx[k] == mn[k] else _F0
+        rng = mx[k] - mn[k] if flat[k] == _F0 else _F1  # flat lanes are settled at the end
+        iscale[k] = fnmax / rng
+        scale[k] = _F1 / iscale[k]
+        best[k] = _F0
+        b_iscale[k] = iscale[k]
+        b_mn[k] = mn[k]
+    _lanes_guard(iscale, mn, mx, xmin, flat, bad, limit)
+    for i in range(n):
+        for k in range(N):
+            v = xt[i, k]
+            l = min(fnmax, max(_F0, np.rint(iscale[k] * (v - mn[k]))))
+            diff = scale[k] * l + mn[k] - v
+            best[k] = best[k] + wt[i, k] * (diff * diff)
+    for step in range(nstep + 1):
+        top = rmin + rdelta * F32(step) + fnmax
+        for k in range(N):
+            rng = mx[k] - mn[k] if flat[k] == _F0 else _F1
+            iscale[k] = top / rng
+            sum_l[k] = _F0
+            sum_l2[k] = _F0
+            sum_xl[k] = _F0
+            cur[k] = _F0
+        _lanes_guard(iscale, mn, mx, xmin, flat, bad, limit)
+        for i in range(n):
+            for k in range(N):
+                v = xt[i, k]
+                l = min(fnmax, max(_F0, np.rint(iscale[k] * (v - mn[k]))))
+                laux[i, k] = l
+                wl = wt[i, k] * l
+                sum_l[k] = sum_l[k] + wl
+                sum_l2[k] = sum_l2[k] + wl * l
+                sum_xl[k] = sum_xl[k] + wl * v
+        for k in range(N):
+            D = sum_w[k] * sum_l2[k] - sum_l[k] * sum_l[k]
+            ts = (sum_w[k] * sum_xl[k] - sum_x[k] * sum_l[k]) / D
+            tm = (sum_l2[k] * sum_x[k] - sum_l[k] * sum_xl[k]) / D
+            clamp = tm > _F0
+            this_min[k] = _F0 if clamp else tm
+            this_scale[k] = sum_xl[k] / sum_l2[k] if clamp else ts
+            dd[k] = D
+        for i in range(n):
+            for k in range(N):
+                diff = this_scale[k] * laux[i, k] + this_min[k] - xt[i, k]
+                cur[k] = cur[k] + wt[i, k] * (diff * diff)
+        for k in range(N):
+            if dd[k] > _F0 and cur[k] < best[k] and flat[k] == _F0:
+                best[k] = cur[k]
+                scale[k] = this_scale[k]
+                b_iscale[k] = iscale[k]
+                b_mn[k] = mn[k]
+                mn[k] = this_min[k]
+    # L of the last accepted trial, recomputed from the iscale and min that produced it
+    for i in range(n):
+        for k in range(N):
+            l = min(fnmax, max(_F0, np.rint(b_iscale[k] * (xt[i, k] - b_mn[k]))))
+            Lt[i, k] = _F0 if flat[k] != _F0 else l
+    for k in range(N):
+        the_min[k] = -mn[k]
+        scale[k] = _F0 if flat[k] != _F0 else scale[k]
+
+
+@jit_exact
+def to_lanes(xr, xt):
+    """Row -> (m, N) lanes: xt[i, k] = xr[m*k + i]."""
+    m, N = xt.shape
+    for k in range(N):
+        for i in range(m):
+            xt[i, k] = xr[m * k + i]
+
+
+@jit_exact
+def _qx_sums(xt, iscale, sumlx, suml2):
+    """One trial of make_qx_quants with rmse_type 1: w = x*x, l = clamp(rint(iscale*x), -32, 31)."""
+    n, N = xt.shape
+    for k in range(N):
+        sumlx[k] = _F0
+        suml2[k] = _F0
+    for i in range(n):
+        for k in range(N):
+            v = xt[i, k]
+            l = min(F32(31.0), max(F32(-32.0), np.rint(iscale[k] * v)))
+            w = v * v
+            sumlx[k] = sumlx[k] + w * v * l
+            suml2[k] = suml2[k] + w * l * l
+
+
+@jit_exact
+def qx_lanes(xt, Lt, st):
+    """make_qx_quants(16, 32, x, L, rmse_type=1, NULL) (§3.5) for N sub-blocks of 16 at once.
+
+    xt (16, N), lane k = sub-block k. Writes Lt (16, N) (L = l + 32, or 0 for an all-zero
+    sub-block) and st[0] scale. |iscale*x| <= 32.9 here, so rint equals nearest_int.
+    """
+    n, N = xt.shape
+    scale, amax, mx, iscale, sumlx, suml2, best, b_iscale = st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]
+    for k in range(N):
+        amax[k] = _F0
+        mx[k] = _F0
+    for i in range(n):
+        for k in range(N):
+            v = xt[i, k]
+            take = abs(v) > amax[k]
+            mx[k] = v if take else mx[k]
+            amax[k] = abs(v) if take else amax[k]
+    for k in range(N):
+        mx[k] = mx[k] if amax[k] >= _EPS else _F1  # tiny lanes: L = 0, scale 0 (set below)
+        iscale[k] = F32(-32.0) / mx[k]
+    _qx_sums(xt, iscale, sumlx, suml2)
+    for k in range(N):
+        scale[k] = sumlx[k] / suml2[k] if suml2[k] != _F0 else _F0
+        best[k] = scale[k] * sumlx[k]
+        b_iscale[k] = iscale[k]
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        top = -(_F32_32 + _F0_1 * F32(step))
+        for k in range(N):
+            iscale[k] = top / mx[k]
+        _qx_sums(xt, iscale, sumlx, suml2)
+        for k in range(N):
+            if suml2[k] > _F0 and sumlx[k] * sumlx[k] > best[k] * suml2[k]:
+                b_iscale[k] = iscale[k]
+                scale[k] = sumlx[k] / suml2[k]
+                best[k] = scale[k] * sumlx[k]
+    for i in range(n):
+        for k in range(N):
+            l = min(F32(31.0), max(F32(-32.0), np.rint(b_iscale[k] * xt[i, k])))
+            Lt[i, k] = l + _F32_32 if amax[k] >= _EPS else _F0
+    for k in range(N):
+        scale[k] = scale[k] if amax[k] >= _EPS else _F0
