@@ -34,8 +34,12 @@ def golden() -> Path:
 @pytest.fixture(scope="session")
 def manifest() -> dict:
     """llama.cpp's quantized files of tiny-f32.gguf: per file its sha256 and per tensor its
-    type, shape and sha256 (tests/data/hash_gguf.py wrote it from llama-quantize's output)."""
-    return json.loads((GOLDEN / "quant" / "manifest.json").read_text())
+    type, shape and sha256 (tests/data/hash_gguf.py wrote it from llama-quantize's output).
+    Every manifest*.json in golden/quant is read (files made with an imatrix have their own)."""
+    out = {}
+    for path in sorted((GOLDEN / "quant").glob("manifest*.json")):
+        out.update(json.loads(path.read_text()))
+    return out
 
 
 def golden_options(stem: str) -> tuple[str, bool]:

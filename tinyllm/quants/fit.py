@@ -358,3 +358,124 @@ def qx_lanes(xt, Lt, st):
             Lt[i, k] = l + _F32_32 if amax[k] >= _EPS else _F0
     for k in range(N):
         scale[k] = scale[k] if amax[k] >= _EPS else _F0
+
+
+# ---------------------------------------------------------------------------------------------
+# make_qp_quants (kquants-family.md §3.2): a non-negative fit x ~ scale*L, L in 0..nmax, with
+# weights; used on super-block scales (Q2_K with an imatrix, Q4_K/Q5_K with an imatrix) and
+# as IQ2_XXS's initial scale.
+
+
+@jit_exact
+def make_qp_quants(n, nmax, x, xo, L, lo, w, wo):
+    """Fit x[xo:xo+n] (>= 0) ~ scale * L[lo:lo+n] with weights w[wo:wo+n]; returns scale."""
+    mx = _F0
+    for i in range(n):
+        mx = max(mx, x[xo + i])
+    if mx < _EPS:
+        for i in range(n):
+            L[lo + i] = 0
+        return _F0
+    fnmax = F32(nmax)
+    iscale = fnmax / mx
+    for i in range(n):
+        L[lo + i] = nearest_int(iscale * x[xo + i])
+    scale = _F1 / iscale
+    best_mse = _F0
+    for i in range(n):
+        diff = x[xo + i] - scale * F32(L[lo + i])
+        best_mse += (w[wo + i] * diff) * diff
+    for k in range(-4, 5):
+        if k == 0:
+            continue
+        iscale_is = (_F0_1 * F32(k) + fnmax) / mx
+        scale_is = _F1 / iscale_is
+        mse = _F0
+        for i in range(n):
+            l = min(nmax, nearest_int(iscale_is * x[xo + i]))
+            diff = x[xo + i] - scale_is * F32(l)
+            mse += (w[wo + i] * diff) * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_is
+    sumlx = _F0
+    suml2 = _F0
+    for i in range(n):
+        l = min(nmax, nearest_int(iscale * x[xo + i]))
+        L[lo + i] = l
+        sumlx += (w[wo + i] * x[xo + i]) * F32(l)
+        suml2 += (w[wo + i] * F32(l)) * F32(l)
+    for itry in range(5):
+        n_changed = 0
+        for i in range(n):
+            wx = w[wo + i] * x[xo + i]
+            li = F32(L[lo + i])
+            slx = sumlx - wx * li
+            sl2 = suml2 - (w[wo + i] * li) * li
+            if slx > _F0 and sl2 > _F0:
+                new_l = min(nmax, nearest_int((x[xo + i] * sl2) / slx))
+                if new_l != L[lo + i]:
+                    fl = F32(new_l)
+                    slx = slx + wx * fl
+                    sl2 = sl2 + (w[wo + i] * fl) * fl
+                    if (slx * slx) * suml2 > (sumlx * sumlx) * sl2:
+                        L[lo + i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return sumlx / suml2 if suml2 > _F0 else _F0
+
+
+def make_qp_quants_ref(nmax: int, x: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray]:
+    """NumPy twin of make_qp_quants for one group: x, w (n,) float32 -> (scale, L int64 (n,)).
+    Written element by element from the spec, with float32 scalars: slow and obvious."""
+    x = np.asarray(x, F32)
+    w = np.asarray(w, F32)
+    n = x.size
+    mx = F32(0)
+    for v in x:
+        mx = max(mx, v)
+    if mx < _EPS:
+        return F32(0), np.zeros(n, np.int64)
+    fnmax = F32(nmax)
+    iscale = F32(fnmax / mx)
+    L = nearest_int_np(iscale * x).astype(np.int64)
+    scale = F32(F32(1) / iscale)
+    best = F32(0)
+    for i in range(n):
+        diff = F32(x[i] - F32(scale * F32(L[i])))
+        best = F32(best + F32(F32(w[i] * diff) * diff))
+    for k in (-4, -3, -2, -1, 1, 2, 3, 4):
+        isc = F32(F32(F32(0.1) * F32(k) + fnmax) / mx)
+        sc = F32(F32(1) / isc)
+        mse = F32(0)
+        for i in range(n):
+            l = min(nmax, int(nearest_int_np(F32(isc * x[i]))))
+            diff = F32(x[i] - F32(sc * F32(l)))
+            mse = F32(mse + F32(F32(w[i] * diff) * diff))
+        if mse < best:
+            best, iscale = mse, isc
+    sumlx = suml2 = F32(0)
+    for i in range(n):
+        L[i] = min(nmax, int(nearest_int_np(F32(iscale * x[i]))))
+        sumlx = F32(sumlx + F32(F32(w[i] * x[i]) * F32(L[i])))
+        suml2 = F32(suml2 + F32(F32(w[i] * F32(L[i])) * F32(L[i])))
+    for _ in range(5):
+        changed = 0
+        for i in range(n):
+            wx = F32(w[i] * x[i])
+            slx = F32(sumlx - F32(wx * F32(L[i])))
+            sl2 = F32(suml2 - F32(F32(w[i] * F32(L[i])) * F32(L[i])))
+            if slx > 0 and sl2 > 0:
+                new_l = min(nmax, int(nearest_int_np(F32(F32(x[i] * sl2) / slx))))
+                if new_l != L[i]:
+                    slx = F32(slx + F32(wx * F32(new_l)))
+                    sl2 = F32(sl2 + F32(F32(w[i] * F32(new_l)) * F32(new_l)))
+                    if F32(F32(slx * slx) * suml2) > F32(F32(sumlx * sumlx) * sl2):
+                        L[i], sumlx, suml2 = new_l, slx, sl2
+                        changed += 1
+        if not changed:
+            break
+    return (F32(sumlx / suml2) if suml2 > 0 else F32(0)), L
