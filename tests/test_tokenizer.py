@@ -285,7 +285,7 @@ def test_stream_decoder_never_splits_characters(small_tok):
 
 
 def test_sentencepiece_sees_the_vocabulary(small_tok):
-    sp, t = small_tok._sp, small_tok
+    sp, t = small_tok._engine._sp, small_tok
     assert sp.get_piece_size() == t.n_vocab
     for i in range(t.n_vocab):
         assert sp.id_to_piece(i) == t.tokens[i]
@@ -327,8 +327,8 @@ def test_empty_token_text_is_renamed():
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"tokenizer.ggml.model": "gpt2"}, r"tokenizer model 'gpt2' .*is not supported yet \(supported: llama/SPM\)"),
-        ({"tokenizer.ggml.model": "rwkv"}, r"tokenizer model 'rwkv' is not supported yet \(supported: llama/SPM\)"),
+        ({"tokenizer.ggml.model": "gpt2"}, r"tokenizer.ggml.merges is missing \(a BPE vocabulary needs them\)"),
+        ({"tokenizer.ggml.model": "rwkv"}, r"tokenizer model 'rwkv' \(RWKV\) is not supported \(supported: llama \(SPM\), gpt2"),
         ({"tokenizer.ggml.model": None}, r"no tokenizer \(tokenizer.ggml.model is missing\)"),
         ({"tokenizer.ggml.tokens": None}, r"tokenizer.ggml.tokens is missing"),
         ({"tokenizer.ggml.scores": np.zeros(5, np.float32)}, r"tokens but 5 scores"),
@@ -430,7 +430,7 @@ def test_gemma_round_trip_and_stream(gemma_tok, golden):
 
 @pytest.mark.slow
 def test_gemma_sentencepiece_sees_the_vocabulary(gemma_tok):
-    sp, t = gemma_tok._sp, gemma_tok
+    sp, t = gemma_tok._engine._sp, gemma_tok
     assert sp.get_piece_size() == t.n_vocab
     ids = list(range(0, t.n_vocab, 97)) + [0, 1, 2, 3, 105, 106, 138, 212, 238, 493]
     for i in ids:
