@@ -66,7 +66,8 @@ def tiny(tmp_path_factory):
 
 CASES = [
     ("llama", "Q8_0"), ("llama", "Q4_0"), ("llama", "Q5_0"), ("llama", "Q4_K"), ("llama", "Q5_K"),
-    ("llama", "Q6_K"), ("llama", "F16"), ("qwen2", "Q8_0"), ("qwen2", "Q4_K"),
+    ("llama", "Q6_K"), ("llama", "F16"), ("llama", "Q4_1"), ("llama", "Q5_1"), ("qwen2", "Q8_0"), ("qwen2", "Q4_K"),
+    ("qwen3", "Q8_0"), ("qwen3", "Q4_K"), ("qwen3", "Q5_1"),
     ("gemma3", "Q8_0"), ("gemma3", "Q5_0"), ("gemma3", "Q4_K"), ("gemma3", "Q6_K"),
 ]
 
@@ -86,7 +87,7 @@ def test_logits_match_float64_reference(tiny, arch, wtype):
     assert np.array_equal(m.forward(toks), got[-1])
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3"])
 def test_float_weights_match_reference_tightly(tiny, arch):
     """No activation quantization: RoPE, masks, norms and GQA are checked to float32 precision."""
     path = tiny(arch, "F32")
@@ -105,6 +106,7 @@ def test_float_weights_match_reference_tightly(tiny, arch):
         ("llama", dict(n_head_kv=4)),  # no GQA
         ("llama", dict(n_head_kv=1, head_dim=32)),  # MQA, head_dim != n_embd / n_head
         ("qwen2", dict(tied=False, output_bias=True)),
+        ("qwen3", dict(tied=False, n_head_kv=1, head_dim=32)),
         ("gemma3", dict(n_swa=3, n_layer=7)),  # two global layers (5), window 3
     ],
 )
@@ -134,7 +136,8 @@ def test_reference_detects_wrong_structure(tiny):
     assert np.abs(got - wrong_rope).max() > 10 * TOL.float_weights * rms(wrong_rope)
 
 
-@pytest.mark.parametrize("arch,wtype", [("llama", "F32"), ("gemma3", "F32"), ("qwen2", "Q8_0"), ("gemma3", "Q4_K")])
+@pytest.mark.parametrize("arch,wtype", [("llama", "F32"), ("gemma3", "F32"), ("qwen2", "Q8_0"), ("qwen3", "Q4_1"),
+                                        ("gemma3", "Q4_K")])
 def test_decode_token_by_token_equals_full_recompute(tiny, arch, wtype):
     path = tiny(arch, wtype)
     m = load(path, n_ctx=256)
@@ -331,7 +334,7 @@ def test_unsupported_architecture(tiny, tmp_path):
     with pytest.raises(ModelError) as e:
         load(p)
     msg = str(e.value)
-    assert "gpt2" in msg and "llama" in msg and "qwen2" in msg and "gemma3" in msg
+    assert "gpt2" in msg and all(a in msg for a in ("llama", "qwen2", "qwen3", "gemma3"))
 
 
 def test_missing_tensor(tiny, tmp_path):
@@ -343,6 +346,9 @@ def test_missing_tensor(tiny, tmp_path):
         load(p)
     p = rewrite(tiny("gemma3"), tmp_path / "g.gguf", drop={"blk.2.attn_q_norm.weight"})
     with pytest.raises(ModelError, match=r"blk\.2\.attn_q_norm\.weight"):
+        load(p)
+    p = rewrite(tiny("qwen3"), tmp_path / "q3.gguf", drop={"blk.1.attn_k_norm.weight"})
+    with pytest.raises(ModelError, match=r"blk\.1\.attn_k_norm\.weight"):
         load(p)
 
 

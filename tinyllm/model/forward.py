@@ -49,7 +49,8 @@ def forward_layers(m, buf: Scratch, pos0: int):
 
 
 def llama_layer(m, lw, buf: Scratch, pos0: int):
-    """LLaMA (§2.1) and Qwen2 (§2.3: q/k/v biases, NEOX RoPE) block."""
+    """LLaMA (§2.1), Qwen2 (§2.3: q/k/v biases, NEOX RoPE) and Qwen3 (per-head RMSNorm of q and k
+    before RoPE, no biases) block."""
     cfg, kv = m.config, m.kv
     T, H, Hkv, d, eps = buf.T, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.norm_eps
     x, h = buf.x, buf.h
@@ -62,9 +63,11 @@ def llama_layer(m, lw, buf: Scratch, pos0: int):
         k += lw.attn_k_bias
         v += lw.attn_v_bias
     q3, k3 = q.reshape(T, H, d), k.reshape(T, Hkv, d)
-    # RoPE on q and k: adjacent pairs for llama, halves for qwen2 (§2.2)
-    ops.head_norm_rope(q3, m.no_norm, False, eps, buf.cos, buf.sin, cfg.rope_neox, 1.0)
-    ops.head_norm_rope(k3, m.no_norm, False, eps, buf.cos, buf.sin, cfg.rope_neox, 1.0)
+    # (qwen3: RMSNorm per head * q_norm / k_norm, then) RoPE on q and k: adjacent pairs for
+    # llama, halves for qwen2/qwen3 (§2.2)
+    qk_norm = lw.attn_q_norm is not None
+    ops.head_norm_rope(q3, lw.attn_q_norm if qk_norm else m.no_norm, qk_norm, eps, buf.cos, buf.sin, cfg.rope_neox, 1.0)
+    ops.head_norm_rope(k3, lw.attn_k_norm if qk_norm else m.no_norm, qk_norm, eps, buf.cos, buf.sin, cfg.rope_neox, 1.0)
     kv.store(lw.il, k3, v.reshape(T, Hkv, d), pos0)  # K/V cells of these positions
     o3 = buf.o.reshape(T, H, d)
     kv.attend(lw.il, o3, q3, pos0, cfg.attn_scale)  # softmax(q·Kᵀ/sqrt(d) + mask)·V  [T, H, d]

@@ -18,6 +18,7 @@ class Layer:
 
     # optional tensors default to absent
     attn_q_bias = attn_k_bias = attn_v_bias = attn_output_bias = None
+    attn_q_norm = attn_k_norm = None
 
     def __init__(self, il: int):
         self.il = il
@@ -27,7 +28,8 @@ class Layer:
 
 
 def _tensor_specs(cfg):
-    """(name, kind, shape, required) of each tensor per arch (§2.1, §2.3, §2.4); kind 'm' = matrix,
+    """(name, kind, shape, required) of each tensor per arch (§2.1, §2.3, §2.4; qwen3 is qwen2 without
+    biases plus per-head q/k norms, llama.cpp src/models/qwen3.cpp); kind 'm' = matrix,
     'v' = float vector. Shapes are numpy order (n_out, n_in)."""
     D, F, V, d = cfg.n_embd, cfg.n_ff, cfg.n_vocab, cfg.head_dim
     q_dim, kv_dim = cfg.n_head * d, cfg.n_head_kv * d
@@ -37,7 +39,7 @@ def _tensor_specs(cfg):
         ("output.weight", "m", (V, D), False),  # absent: tied to token_embd
     ]
     if cfg.arch == "llama":
-        top.append(("rope_freqs.weight", "v", (cfg.n_rot // 2,), False))
+        top.append(("rope_freqs.weight", "v", (cfg.n_rot // 2,), False))  # Llama 3.x RoPE scaling
     if cfg.arch == "qwen2":
         top.append(("output.bias", "v", (V,), False))
     layer = [
@@ -60,10 +62,13 @@ def _tensor_specs(cfg):
         ]
         if cfg.arch == "llama":
             layer.append(("attn_output.bias", "v", (D,), False))
-    if cfg.arch == "gemma3":
+    if cfg.arch in ("qwen3", "gemma3"):  # per-head RMSNorm of q and k
         layer += [
             ("attn_q_norm.weight", "v", (d,), True),
             ("attn_k_norm.weight", "v", (d,), True),
+        ]
+    if cfg.arch == "gemma3":
+        layer += [
             ("post_attention_norm.weight", "v", (D,), True),
             ("post_ffw_norm.weight", "v", (D,), True),
         ]
