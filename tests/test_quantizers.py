@@ -78,7 +78,7 @@ def test_scalar_fallback_fit_equals_the_lanes(rows, t):
     for limit in (np.float32(0.0), fit.LIMIT):
         o = np.empty((rows.shape[0], row_nbytes(t, rows.shape[1])), np.uint8)
         status = np.zeros(rows.shape[0], np.int8)
-        q4_k.quantize_rows_kmin(rows, rows.view(np.uint32), o, status, five, limit)
+        q4_k.quantize_rows_kmin(rows, rows.view(np.uint32), o, status, five, limit, np.zeros(0, np.float32))
         assert not status.any()
         out[float(limit)] = o
     assert np.array_equal(out[0.0], out[float(fit.LIMIT)])

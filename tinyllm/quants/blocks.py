@@ -128,3 +128,24 @@ def safe_recip(d: np.ndarray) -> np.ndarray:
     """`d ? 1.0f/d : 0.0f`."""
     with np.errstate(divide="ignore"):
         return np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
+
+
+# -- imatrix weights of the 32-block types (quantize_row_q4_0_impl, q5_0, q4_1, q5_1) -------------
+
+
+@jit_exact
+def row_imatrix_weights(xr, qw, w):
+    """w[j] = qw[j] * sqrt(sigma2 + x[j]²), sigma2 = Σx²/n over the whole row (in order)."""
+    n = xr.shape[0]
+    sumx2 = F32(0.0)
+    for j in range(n):
+        sumx2 += xr[j] * xr[j]
+    sigma2 = sumx2 / F32(n)
+    for j in range(n):
+        w[j] = qw[j] * np.sqrt(sigma2 + xr[j] * xr[j])
+
+
+def row_imatrix_weights_ref(x: np.ndarray, qw) -> np.ndarray:
+    """NumPy twin of row_imatrix_weights for rows x (rows, n): weights (rows, n)."""
+    sigma2 = seq_sum(x * x) / F32(x.shape[1])
+    return np.asarray(qw, F32)[None, :] * np.sqrt(sigma2[:, None] + x * x)
