@@ -149,3 +149,38 @@ def row_imatrix_weights_ref(x: np.ndarray, qw) -> np.ndarray:
     """NumPy twin of row_imatrix_weights for rows x (rows, n): weights (rows, n)."""
     sigma2 = seq_sum(x * x) / F32(x.shape[1])
     return np.asarray(qw, F32)[None, :] * np.sqrt(sigma2[:, None] + x * x)
+
+
+# -- imatrix weights of the K-quants (quantize_row_q2_K_impl ... q5_K_impl) --------------------
+
+
+@jit_exact
+def kquant_imatrix_weights(xr, qw, wt, sw, sub, factor):
+    """In lanes (lane k = sub-block k of `sub` weights): wt[i, k] = qw[sub*k + i] *
+    sqrt(sigma2 + x²) with sigma2 = factor*Σx²/256 over each 256-block (factor 2 for
+    Q3_K..Q5_K, 1 for Q2_K), and sw[k] = Σ_i wt[i, k] from 0, in order. wt (sub, N), sw (N,)."""
+    per = 256 // sub
+    for b in range(xr.shape[0] // 256):
+        sumx2 = F32(0.0)
+        for j in range(256):
+            sumx2 += xr[256 * b + j] * xr[256 * b + j]
+        sigma2 = (factor * sumx2) / F32(256.0)
+        for k in range(per * b, per * b + per):
+            sw[k] = F32(0.0)
+        for i in range(sub):
+            for k in range(per * b, per * b + per):
+                v = xr[sub * k + i]
+                wt[i, k] = qw[sub * k + i] * np.sqrt(sigma2 + v * v)
+                sw[k] = sw[k] + wt[i, k]
+
+
+def kquant_imatrix_weights_ref(x: np.ndarray, qw, sub: int, factor) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of kquant_imatrix_weights for rows x (rows, n) and qw (n,): weights
+    (nb, 256/sub, sub) and their sums (nb, 256/sub), nb = rows * n/256 super-blocks."""
+    xb = x.reshape(-1, 256)
+    nb = xb.shape[0]
+    sigma2 = (F32(factor) * seq_sum(xb * xb)) / F32(256)
+    qwb = np.broadcast_to(np.asarray(qw, F32).reshape(1, -1, 256), (x.shape[0], x.shape[1] // 256, 256))
+    x3 = xb.reshape(nb, -1, sub)
+    w = qwb.reshape(nb, -1, sub) * np.sqrt(sigma2[:, None, None] + x3 * x3)
+    return w, seq_sum(w)

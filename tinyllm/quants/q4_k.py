@@ -15,7 +15,10 @@ from numba import prange
 
 from ..jit import jit_exact, jit_fast
 from . import act
-from .blocks import F32, NONFINITE, OVERFLOW, as_rows, fp16_field, out_rows, quiet, read_fp16, seq_sum, validate_fp16
+from .blocks import (
+    F32, NONFINITE, OVERFLOW, as_rows, fp16_field, kquant_imatrix_weights, kquant_imatrix_weights_ref, out_rows, quiet,
+    read_fp16, seq_sum, validate_fp16,
+)
 from .fit import (
     LIMIT, make_qkx2_quants, make_qkx2_quants_ref, make_qkx3_quants_ref, make_qp_quants, make_qp_quants_rows_ref,
     qkx2_lanes, to_lanes,
@@ -31,7 +34,7 @@ from .types import QK_K, GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qs", "u1", 128)])
 _F0, _F0_1, _F32_32, _F63 = F32(0.0), F32(0.1), F32(32.0), F32(63.0)
-_F2, _F256, _RMIN_IMX, _RDELTA_IMX = F32(2.0), F32(256.0), F32(-0.9), F32(0.05)  # the imatrix fits
+_F2, _RMIN_IMX, _RDELTA_IMX = F32(2.0), F32(-0.9), F32(0.05)  # the imatrix fits
 
 
 # -- reference (NumPy) ------------------------------------------------------------------------
@@ -88,11 +91,7 @@ def quantize_kmin_ref(x: np.ndarray, type: GGMLType, block: np.dtype, qw=None) -
         lm = np.minimum(63, nearest_int_np(inv_min[:, None] * mins) & 0xFF).astype(np.uint8)
         d, dmin = max_scale / F32(63), max_min / F32(63)
     else:
-        sigma2 = (_F2 * seq_sum(xb * xb)) / _F256  # 2*sum_x2/QK_K over the super-block
-        qwb = np.broadcast_to(np.asarray(qw, F32).reshape(-1, QK_K), (rows, x.shape[1] // QK_K, QK_K)).reshape(nb, 8, 32)
-        x3 = xb.reshape(nb, 8, 32)
-        w = qwb * np.sqrt(sigma2[:, None, None] + x3 * x3)
-        sw = seq_sum(w)  # (nb, 8)
+        w, sw = kquant_imatrix_weights_ref(x, qw, 32, _F2)  # (nb, 8, 32), (nb, 8)
         scales, mins, L = make_qkx3_quants_ref(xs, w.reshape(nb * 8, 32), nmax, -0.9, 0.05, 36)
         scales, mins, L = scales.reshape(nb, 8), mins.reshape(nb, 8), L.reshape(nb, 8, 32)
         d, ls = make_qp_quants_rows_ref(63, scales, sw)
@@ -227,26 +226,6 @@ def _finish(xr, base, o, ob, five, nmax, Lt, lane0, scales, mins, L, ls, lm, sw)
 
 
 @jit_exact
-def imatrix_weights(xr, qw, wt, sw, sub):
-    """The imatrix weights of quantize_row_q*_K_impl in lanes: wt[i, k] = qw[sub*k + i] *
-    sqrt(sigma2 + x²) with sigma2 = 2*Σx²/256 over each super-block, and sw[k] = Σ_i wt[i, k]
-    (from 0, in order). sub: weights per sub-block (16 or 32); wt (sub, N), sw (N,)."""
-    per = 256 // sub
-    for b in range(xr.shape[0] // 256):
-        sumx2 = _F0
-        for j in range(256):
-            sumx2 += xr[256 * b + j] * xr[256 * b + j]
-        sigma2 = (_F2 * sumx2) / _F256
-        for k in range(per * b, per * b + per):
-            sw[k] = _F0
-        for i in range(sub):
-            for k in range(per * b, per * b + per):
-                v = xr[sub * k + i]
-                wt[i, k] = qw[sub * k + i] * np.sqrt(sigma2 + v * v)
-                sw[k] = sw[k] + wt[i, k]
-
-
-@jit_exact
 def row_kmin(xr, o, five, limit, qw):
     """One row of Q4_K / Q5_K; returns False if an fp16 scale overflowed. qw: the imatrix
     weights of the row's columns (the _impl path) or an empty array (the _ref path).
@@ -277,7 +256,7 @@ def row_kmin(xr, o, five, limit, qw):
     lm = np.empty(8, np.uint8)
     to_lanes(xr, xt)
     if imx:
-        imatrix_weights(xr, qw, wt, sw, 32)
+        kquant_imatrix_weights(xr, qw, wt, sw, 32, _F2)
     else:
         av_x = st[0]
         for k in range(N):

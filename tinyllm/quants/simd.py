@@ -105,7 +105,7 @@ def make_mac_u8(K, G=TILE // 16, store=False):
 
 mac_u8_2 = make_mac_u8(2)  # Q6_K: pair sums <= 2*63*127, two fit in int16
 mac_u8_4 = make_mac_u8(4)  # Q5: <= 2*31*127 per pair
-mac_u8_8 = make_mac_u8(8)  # Q4: <= 2*15*127 per pair
+mac_u8_8 = make_mac_u8(8)  # Q4: <= 2*15*127 per pair (Q2_K, Q3_K: <= 2*7*127)
 # the same, storing instead of adding: the first call of a sum (no zeroing pass, no memset call)
 set_u8_2, set_u8_4, set_u8_8 = (make_mac_u8(k, store=True) for k in (2, 4, 8))
 
@@ -169,11 +169,13 @@ set_i8_16 = make_mac_i8(16, store=True)  # a whole Q8_0 block (stored); int32 su
 
 
 def make_unpack(bits):
-    """Unpack one group of 16 rows into qb: 4 pairs (4-bit, 5-bit) or 2 pairs (6-bit).
+    """Unpack one group of 16 rows into qb: 4 pairs (2-, 3-, 4-, 5-bit) or 2 pairs (6-bit).
 
-    src holds the nibble-pair bytes (16 per pair), h the high-bit bytes of the group
-    (5-bit: bit k = element k of 8; 6-bit: bits 2k..2k+1 = element k of 4). Pair k goes to
-    qb[qbo + k*qbs : +32] as [row][lo, hi] bytes."""
+    4/5/6-bit: src holds the nibble-pair bytes (16 per pair, pair k at so + k*ss), h the
+    high-bit bytes of the group (5-bit: bit k = element k of 8; 6-bit: bits 2k..2k+1 =
+    element k of 4). 2/3-bit: src holds bytes of four 2-bit values (bits 2k..2k+1 = element
+    k), elements 0-3 at so and 4-7 at so + ss; 3-bit: h's bit k is the third bit of element
+    k of the 8. Pair k goes to qb[qbo + k*qbs : +32] as [row][lo, hi] bytes."""
     npairs = 2 if bits == 6 else 4
 
     @intrinsic
@@ -186,13 +188,27 @@ def make_unpack(bits):
             def c8(v):
                 return ir.Constant(V16I8, [v] * 16)
 
-            if bits > 4:
-                hv = builder.load(_vec_ptr(context, builder, A[6], args[6], args[7], A[7], V16I8), align=1)
-            for k in range(npairs):
+            def load_src(k):
                 off = _offset(context, builder, args[4], A[4], args[5], A[5], k)
-                x = builder.load(_vec_ptr(context, builder, A[3], args[3], off, types.intp, V16I8), align=1)
-                lo = builder.and_(x, c8(15))
-                hi = builder.lshr(x, c8(4))
+                return builder.load(_vec_ptr(context, builder, A[3], args[3], off, types.intp, V16I8), align=1)
+
+            if bits == 3 or bits > 4:
+                hv = builder.load(_vec_ptr(context, builder, A[6], args[6], args[7], A[7], V16I8), align=1)
+            if bits <= 3:
+                crumbs = [load_src(0), load_src(1)]
+            for k in range(npairs):
+                if bits <= 3:
+                    x = crumbs[k // 2]
+                    sh = 4 * (k % 2)
+                    lo = builder.and_(builder.lshr(x, c8(sh)), c8(3)) if sh else builder.and_(x, c8(3))
+                    hi = builder.and_(builder.lshr(x, c8(sh + 2)), c8(3))
+                    if bits == 3:
+                        lo = builder.or_(lo, builder.shl(builder.and_(builder.lshr(hv, c8(2 * k)), c8(1)), c8(2)))
+                        hi = builder.or_(hi, builder.shl(builder.and_(builder.lshr(hv, c8(2 * k + 1)), c8(1)), c8(2)))
+                else:
+                    x = load_src(k)
+                    lo = builder.and_(x, c8(15))
+                    hi = builder.lshr(x, c8(4))
                 if bits == 5:
                     lo = builder.or_(lo, builder.shl(builder.and_(builder.lshr(hv, c8(2 * k)), c8(1)), c8(4)))
                     hi = builder.or_(hi, builder.shl(builder.and_(builder.lshr(hv, c8(2 * k + 1)), c8(1)), c8(4)))
@@ -209,6 +225,8 @@ def make_unpack(bits):
     return unpack
 
 
+unpack2 = make_unpack(2)
+unpack3 = make_unpack(3)
 unpack4 = make_unpack(4)
 unpack5 = make_unpack(5)
 unpack6 = make_unpack(6)
