@@ -220,8 +220,12 @@ def test_fallback_rules_from_spec():
     assert fallback_type("x", 1056, T.Q6_K) == T.Q8_0
     assert fallback_type("x", 1000, T.Q6_K) == T.F16
     assert fallback_type("x", 1024, T.Q4_K) == T.Q4_K
-    with pytest.raises(QuantizationError, match=r"blk\.0\.w.*1000.*q8_0"):
-        fallback_type("blk.0.w", 1000, T.Q8_0)
+    assert fallback_type("x", 1000, T.Q8_0) == T.F16  # a 32-block type has no smaller block: F16
+    assert fallback_type("x", 1000, T.IQ4_XS) == T.F16
+    assert fallback_type("x", 1056, T.IQ2_XXS) == T.IQ4_NL
+    assert fallback_type("x", 1056, T.Q3_K) == T.Q4_0
+    with pytest.raises(QuantizationError, match=r"blk\.0\.w.*1056.*q8_K"):
+        fallback_type("blk.0.w", 1056, T.Q8_K)
     p = _plan(_synthetic(16, n_ff=1056), "Q4_K_M")  # ffn_down rows are n_ff long
     assert _layers(p, "ffn_down.weight", T.Q8_0) == [0, 1, 4, 7, 10, 13, 14, 15]
     assert all(p[f"blk.{i}.ffn_down.weight"].fallback_from in (T.Q4_K, T.Q6_K) for i in range(16))
@@ -568,14 +572,14 @@ def test_forced_type_that_does_not_fit_is_refused(tmp_path):
 
 
 def test_unreadable_source_type_refused_before_writing(tmp_path):
-    raw = np.random.default_rng(3).integers(0, 256, (8, 84), dtype=np.uint8)  # Q2_K blocks: 84 bytes / 256
-    src = tmp_path / "q2k.gguf"
-    write_gguf(src, {"general.architecture": "llama"}, [("blk.0.attn_q.weight", T.Q2_K, (8, 256), raw)])
-    with pytest.raises(QuantizationError, match=r"blk\.0\.attn_q\.weight is q2_K, which tinyllm cannot read"):
+    raw = np.random.default_rng(3).integers(0, 256, (8, 256), dtype=np.uint8)  # I8: no block code
+    src = tmp_path / "i8.gguf"
+    write_gguf(src, {"general.architecture": "llama"}, [("blk.0.attn_q.weight", T.I8, (8, 256), raw)])
+    with pytest.raises(QuantizationError, match=r"blk\.0\.attn_q\.weight is i8, which tinyllm cannot read"):
         quantize_file(src, tmp_path / "o.gguf", "F16")
-    assert _leftovers(tmp_path) == ["q2k.gguf"]
-    quantize_file(src, tmp_path / "o.gguf", "Q4_K_M", tensor_types=["attn_q=q2_k"])  # unchanged: copied
-    assert (tmp_path / "o.gguf").read_bytes()[-8 * 84:] == raw.tobytes()
+    assert _leftovers(tmp_path) == ["i8.gguf"]
+    quantize_file(src, tmp_path / "o.gguf", "Q4_K_M", tensor_types=["attn_q=i8"])  # unchanged: copied
+    assert (tmp_path / "o.gguf").read_bytes()[-8 * 256:] == raw.tobytes()
 
 
 def test_progress_callback_sees_every_tensor(golden, manifest, tmp_path):
