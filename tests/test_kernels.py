@@ -132,10 +132,16 @@ def term_magnitudes(wtype, raw, n_in):
 
 
 def block_mins(wtype, raw):
-    """|min| per 32-element block (n_out, n_in/32) float64, for the types that have mins."""
+    """|min| per block (n_out, n_blocks) float64 for the types that have mins: per 16 elements
+    for Q2_K, per 32 for the others."""
     s = TYPES[wtype]
     names = s.block.names or ()
-    if "dmin" in names:  # K-quants: dmin * m_j per sub-block of 32
+    if wtype == GGMLType.Q2_K:  # dmin * m_j per sub-block of 16
+        from tinyllm.quants import q2_k
+
+        _, dmin, _, m, _ = q2_k.unpack_ref(raw)
+        return np.abs((dmin[:, :, None] * m).astype(np.float64)).reshape(raw.shape[0], -1)
+    if "dmin" in names:  # Q4_K, Q5_K: dmin * m_j per sub-block of 32
         from tinyllm.quants import q4_k
 
         _, dmin, _, m, _ = q4_k.unpack_ref(raw, five=wtype == GGMLType.Q5_K)
@@ -230,6 +236,8 @@ LLAMA_CPP_FILES = {
     GGMLType.Q4_K: "pure-Q4_K_S",
     GGMLType.Q5_K: "pure-Q5_K_S",
     GGMLType.Q6_K: "pure-Q6_K",
+    GGMLType.Q2_K: "pure-Q2_K",
+    GGMLType.Q3_K: "pure-Q3_K_S",
     GGMLType.F32: None,
 }
 
