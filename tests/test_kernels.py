@@ -383,3 +383,29 @@ def test_bench_case_row_fields():
     assert row["seconds"] > 0
     assert row["gmacs"] == pytest.approx(64 * 256 * 2 / row["seconds"] / 1e9)
     assert row["gbs"] == pytest.approx(64 * 256 // 32 * 18 / row["seconds"] / 1e9)
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_crumb_unpack_intrinsics_match_the_tile_layout(bits):
+    """unpack2 / unpack3 (Q2_K, Q3_K tiles -> bytes for vpmaddubsw): 8 elements of 32 rows,
+    element k of row r from bits 2(k%4).. of src[(k//4)*32 + r] and bit k of h[r]."""
+    import numba
+
+    from tinyllm.quants.simd import unpack2, unpack3
+
+    fn = unpack3 if bits == 3 else unpack2
+
+    @numba.njit
+    def run(buf, src, h):
+        fn(buf, 0, 64, src, 0, 32, h, 0)
+
+    rng = np.random.default_rng(bits)
+    src = rng.integers(0, 256, 64, dtype=np.uint8)
+    h = rng.integers(0, 256, 32, dtype=np.uint8)
+    buf = np.zeros(4 * 64, np.uint8)
+    run(buf, src, h)
+    e = np.arange(8)
+    low = (src.reshape(2, 32)[e // 4] >> (2 * (e % 4))[:, None].astype(np.uint8)) & 3  # (8, 32)
+    third = ((h[None, :] >> e[:, None].astype(np.uint8)) & 1) if bits == 3 else 0
+    want = (low | (third << 2)).reshape(4, 2, 32).transpose(0, 2, 1)  # [pair][row][lo, hi]
+    np.testing.assert_array_equal(buf.reshape(4, 32, 2), want)

@@ -26,7 +26,7 @@ from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .kscales import pack_q3k, pack_scales_q3k, scale_q3k, scales_q3k
 from .q2_k import crumbs, pack_crumbs, pack_crumbs_row
 from .rounding import nearest_int, nearest_int_np, row_nonfinite
-from .simd import set_u8_8, unpack3
+from .simd import dot_q3, unpack3
 from .spec import TypeSpec
 from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, pack_bits, store, store_tile
 from .types import QK_K, GGMLType
@@ -288,44 +288,36 @@ def mm(out, q2, qh, sc, d, yq, yd, ys):
 @jit_fast(parallel=True)
 def mm_avx2(out, q2, qh, sc, d, yq, yd, ys):
     """Q3_K weights x Q8_K activations: each super-block of a tile is unpacked once into bytes
-    q3 = 0..7, then every token's 16 sub-block sums are one vpmaddubsw chain of 8 pairs each."""
+    q3 = 0..7 (unpack3, 32 rows a call), then each token's exact sum per row over the whole
+    super-block is one dot_q3 (vpmaddubsw per sub-block, vpmaddwd with the scales)."""
     T = out.shape[0]
     ntile, nq, R = q2.shape
     nh = qh.shape[1]
+    nsub = sc.shape[1]
     nb = d.shape[1]
     y2 = yq.view(np.int16)
     q2f = q2.reshape(-1)
     qhf = qh.reshape(-1)
+    scf = sc.reshape(-1)
     R2 = 2 * R
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 128)
     for c in prange(nchunk):
         buf = qb[c]
         acc = isub[c, 0]
-        isum = isub[c, 1]
-        corr = isub[c, 2]
         for tl in range(c * per, min(ntile, c * per + per)):
             facc[c] = 0
             for b in range(nb):
-                for g in range(32):  # 32 groups of 8 elements = 4 pairs
-                    for rc in range(0, R, 16):
+                for g in range(32):  # 32 groups of 8 elements = 4 pairs, 32 rows a call
+                    for rc in range(0, R, 32):
                         unpack3(buf, 4 * g * R2 + 2 * rc, R2, q2f, (tl * nq + 64 * b + 2 * g) * R + rc, R,
                                 qhf, (tl * nh + 32 * b + g) * R + rc)
                 db = h2f_block(dbuf[c, 0], d, tl, b)
                 for t in range(T):
-                    isum[:] = 0
-                    corr[:] = 0
-                    for j in range(16):  # sub-blocks of 16 = 8 pairs; pair sums <= 2*7*127
-                        set_u8_8(acc, 0, buf, 8 * j * R2, R2, y2[t], 128 * b + 8 * j)  # all R = TILE rows
-                        bs = ys[t, 16 * b + j]
-                        s = sc[tl, 16 * b + j]
-                        for r in range(R):
-                            sr = np.int32(s[r])
-                            isum[r] += sr * acc[r]
-                            corr[r] += sr * bs
+                    dot_q3(acc, 0, buf, 0, R2, y2[t], 128 * b, scf, (tl * nsub + 16 * b) * R, R, ys[t], 16 * b)
                     dy = yd[t, b]
                     ft = facc[c, t]
                     for r in range(R):
-                        ft[r] += (db[r] * dy) * F32(np.int32(isum[r] - 4 * corr[r]))  # stored as q + 4
+                        ft[r] += (db[r] * dy) * F32(acc[r])
             store_tile(out, tl, facc[c])
 
 
