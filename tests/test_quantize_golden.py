@@ -21,7 +21,7 @@ PURE = {"Q4_0": GGMLType.Q4_0, "Q4_1": GGMLType.Q4_1, "Q5_0": GGMLType.Q5_0, "Q5
 MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q4_1", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L"]
 # llama-quantize --imatrix tiny-f32.imatrix.gguf [--pure] [--include-/--exclude-weights ...]: stem -> filters
 IMATRIX_FILES = {
-    **{f"imatrix-{m}": {} for m in ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q4_K_S",
+    **{f"imatrix-{m}": {} for m in ("Q2_K", "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q4_K_S",
                                     "Q4_K_M", "Q5_K_M", "Q6_K")},
     **{f"imatrix-pure-{m}": {} for m in ("Q2_K", "Q3_K_S", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q4_K_S", "Q5_K_S", "Q6_K")},
     "imatrix-exclude-ffn_down-Q4_K_M": {"exclude": ["ffn_down"]},

@@ -18,10 +18,10 @@ from numba import prange
 from ..jit import jit_exact, jit_fast
 from . import act
 from .blocks import (
-    F32, NONFINITE, OVERFLOW, as_rows, first_absmax, fp16_field, kquant_imatrix_weights_ref, out_rows, quiet,
-    read_fp16, seq_sum, validate_fp16,
+    F32, NONFINITE, OVERFLOW, as_rows, first_absmax, fp16_field, kquant_imatrix_weights, kquant_imatrix_weights_ref,
+    out_rows, quiet, read_fp16, validate_fp16,
 )
-from .fit import make_q3_quants, make_q3_quants_ref, make_qx_quants, make_qx_quants_ref
+from .fit import make_q3_quants, make_q3_quants_ref, make_qx_quants_ref, qx_lanes, to_lanes
 from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .kscales import pack_q3k, pack_scales_q3k, scale_q3k, scales_q3k
 from .q2_k import crumbs, pack_crumbs, pack_crumbs_row
@@ -32,7 +32,7 @@ from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, pack_b
 from .types import QK_K, GGMLType
 
 BLOCK = np.dtype([("hmask", "u1", 32), ("qs", "u1", 64), ("scales", "u1", 12), ("d", "<f2")])
-_F0, _F1, _F2, _F256, _FM32 = F32(0.0), F32(1.0), F32(2.0), F32(256.0), F32(-32.0)
+_F0, _F1, _F2, _FM32 = F32(0.0), F32(1.0), F32(2.0), F32(-32.0)
 
 
 # -- reference (NumPy) ------------------------------------------------------------------------
@@ -113,43 +113,31 @@ def dot_ref(raw, qs, d, bsums=None):
 
 
 @jit_exact
-def _block(xr, base, o, ob, qw, L, u, scales, w, sw, Ls):
-    """One super-block at xr[base:base+256] -> the 110 bytes at o[ob:]; returns whether d is finite.
-    qw empty: quantize_row_q3_K_ref (§3.3); else quantize_row_q3_K_impl (§3.4)."""
-    if qw.shape[0] == 0:
-        amax = _F0
-        max_scale = _F0
+def _ref_scales(xr, base, L, u, scales):
+    """quantize_row_q3_K_ref (§3.3) steps 1-2 for the super-block at xr[base:base+256]: the
+    sub-block fits into L[0:256] (l + 4) and the 6-bit scales u; returns the float d."""
+    amax = _F0
+    max_scale = _F0
+    for j in range(16):
+        scales[j] = make_q3_quants(16, 4, xr, base + 16 * j, L, 16 * j, True)
+        if abs(scales[j]) > amax:
+            amax = abs(scales[j])
+            max_scale = scales[j]
+    if max_scale == _F0:
         for j in range(16):
-            scales[j] = make_q3_quants(16, 4, xr, base + 16 * j, L, 16 * j, True)
-            if abs(scales[j]) > amax:
-                amax = abs(scales[j])
-                max_scale = scales[j]
-        if max_scale != _F0:
-            iscale = _FM32 / max_scale
-            for j in range(16):
-                l = ((nearest_int(iscale * scales[j]) & 0xFF) ^ 0x80) - 0x80  # int8_t
-                u[j] = min(31, max(-32, l)) + 32
-            d_block = _F1 / iscale
-        else:
-            for j in range(16):
-                u[j] = 0
-            d_block = _F0
-    else:
-        sumx2 = _F0
-        for j in range(256):
-            sumx2 += xr[base + j] * xr[base + j]
-        sigma2 = (_F2 * sumx2) / _F256
-        for j in range(16):
-            sumw = _F0
-            for l in range(16):
-                v = xr[base + 16 * j + l]
-                w[16 * j + l] = qw[base + 16 * j + l] * np.sqrt(sigma2 + v * v)
-                sumw += w[16 * j + l]
-            sw[j] = sumw
-            scales[j] = make_qx_quants(16, 4, xr, base + 16 * j, L, 16 * j, 1, w, 16 * j)
-        d_block = make_qx_quants(16, 32, scales, 0, Ls, 0, 1, sw, 0)
-        for j in range(16):
-            u[j] = Ls[j]
+            u[j] = 0
+        return _F0
+    iscale = _FM32 / max_scale
+    for j in range(16):
+        l = ((nearest_int(iscale * scales[j]) & 0xFF) ^ 0x80) - 0x80  # int8_t
+        u[j] = min(31, max(-32, l)) + 32
+    return _F1 / iscale
+
+
+@jit_exact
+def _finish(xr, base, o, ob, L, u, d_block):
+    """Steps 3-5 (§3.3, the same in _impl): store the scales and d, re-quantize against them
+    (a sub-block whose d_j is 0 keeps its fitted L), pack hmask and qs; whether d is finite."""
     pack_scales_q3k(u, o, ob + 96)
     d, ok = fp16_field(o, ob + 108, d_block)
     for j in range(16):
@@ -169,21 +157,57 @@ def _block(xr, base, o, ob, qw, L, u, scales, w, sw, Ls):
 
 
 @jit_exact
+def _row_imatrix(xr, o, qw, L, u):
+    """quantize_row_q3_K_impl (§3.4) for one row, every fit in lanes: the 16*nb sub-block fits
+    make_qx_quants(16, 4, x, L, 1, weight) side by side, then the nb super-block fits
+    make_qx_quants(16, 32, scales, Ls, 1, sw)."""
+    nb = xr.shape[0] // 256
+    N = 16 * nb
+    xt = np.empty((16, N), np.float32)
+    wt = np.empty((16, N), np.float32)
+    Lt = np.empty((16, N), np.float32)
+    st = np.empty((8, N), np.float32)
+    sw = np.empty(N, np.float32)
+    to_lanes(xr, xt)
+    kquant_imatrix_weights(xr, qw, wt, sw, 16, _F2)
+    qx_lanes(xt, wt, 4, Lt, st)
+    s2 = np.empty((16, nb), np.float32)  # lane b = super-block b: its 16 sub-block scales ...
+    w2 = np.empty((16, nb), np.float32)  # ... and their weight sums
+    for j in range(16):
+        for b in range(nb):
+            s2[j, b] = st[0, 16 * b + j]
+            w2[j, b] = sw[16 * b + j]
+    Ls = np.empty((16, nb), np.float32)
+    st2 = np.empty((8, nb), np.float32)
+    qx_lanes(s2, w2, 32, Ls, st2)
+    ok = True
+    for b in range(nb):
+        for j in range(16):
+            u[j] = np.int64(Ls[j, b])
+            for i in range(16):
+                L[16 * j + i] = np.int64(Lt[i, 16 * b + j])
+        good = _finish(xr, 256 * b, o, 110 * b, L, u, st2[0, b])
+        ok = ok and good
+    return ok
+
+
+@jit_exact
 def quantize_rows(x, xu, out, status, qw):
     L = np.empty(256, np.int64)
     u = np.empty(16, np.int64)
-    Ls = np.empty(16, np.int64)
     scales = np.empty(16, np.float32)
-    w = np.empty(256, np.float32)
-    sw = np.empty(16, np.float32)
     for r in range(x.shape[0]):
         if row_nonfinite(xu[r]):
             status[r] = NONFINITE
             continue
-        ok = True
-        for ib in range(x.shape[1] // 256):
-            good = _block(x[r], 256 * ib, out[r], 110 * ib, qw, L, u, scales, w, sw, Ls)
-            ok = ok and good
+        if qw.shape[0] != 0:
+            ok = _row_imatrix(x[r], out[r], qw, L, u)
+        else:
+            ok = True
+            for ib in range(x.shape[1] // 256):
+                d_block = _ref_scales(x[r], 256 * ib, L, u, scales)
+                good = _finish(x[r], 256 * ib, out[r], 110 * ib, L, u, d_block)
+                ok = ok and good
         if not ok:
             status[r] = OVERFLOW
 

@@ -18,7 +18,7 @@ from .blocks import (
     F32, NONFINITE, OVERFLOW, as_rows, first_absmax, fp16_field, out_rows, put16, quiet, read_fp16,
     row_imatrix_weights, row_imatrix_weights_ref, safe_recip, validate_fp16,
 )
-from .fit import make_qx_quants, make_qx_quants_ref
+from .fit import make_qx_quants_ref, qx_lanes, to_lanes
 from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .q8_0 import dot_sym32_ref
 from .rounding import c_int8, c_int8_np, row_nonfinite
@@ -122,16 +122,14 @@ def block_x_0(xr, xu, base, o, ob, nmax, five):
 
 
 @jit_exact
-def block_x_0_imatrix(xr, base, w, o, ob, nmax, five, L):
-    """quantize_row_q4_0_impl / q5_0_impl for one block: d = make_qx_quants(32, 8 or 16, x, L, 1, w)
-    with the row's imatrix weights w, q = L."""
-    d = make_qx_quants(32, (nmax + 1) // 2, xr, base, L, 0, 1, w, base)
-    _, ok = fp16_field(o, ob, d)
+def _pack_x_0(o, ob, d_block, L, lane, five):
+    """Store d and the quants L[:, lane] (0..15 / 0..31) of one block: qs nibbles, Q5_0's qh."""
+    _, ok = fp16_field(o, ob, d_block)
     qh = 0
     qs = ob + 6 if five else ob + 2
     for j in range(16):
-        a0 = L[j]
-        a1 = L[16 + j]
+        a0 = np.int64(L[j, lane])
+        a1 = np.int64(L[16 + j, lane])
         o[qs + j] = ((a0 & 0xF) | ((a1 & 0xF) << 4)) & 0xFF
         qh |= ((a0 >> 4) & 1) << j
         qh |= ((a1 >> 4) & 1) << (j + 16)
@@ -143,23 +141,36 @@ def block_x_0_imatrix(xr, base, w, o, ob, nmax, five, L):
 
 @jit_exact
 def quantize_rows_x_0(x, xu, out, status, qw, nmax, five):
-    """Q4_0 (nmax 15) / Q5_0 (nmax 31, five) rows; qw: imatrix weights per column, or empty."""
+    """Q4_0 (nmax 15) / Q5_0 (nmax 31, five) rows; qw: imatrix weights per column, or empty.
+    With qw: quantize_row_q4_0_impl / q5_0_impl, the blocks' make_qx_quants(32, 8 or 16, x, L,
+    1, qw*sqrt(sigma2 + x²)) fits run side by side (fit.qx_lanes)."""
     bsize = 22 if five else 18
-    w = np.empty(x.shape[1] if qw.shape[0] != 0 else 0, np.float32)
-    L = np.empty(32, np.int64)
-    for r in range(x.shape[0]):
+    rows, n = x.shape
+    nb = n // 32
+    imx = qw.shape[0] != 0
+    m = nb if imx else 0
+    w = np.empty(n if imx else 0, np.float32)
+    xt = np.empty((32, m), np.float32)
+    wt = np.empty((32, m), np.float32)
+    Lt = np.empty((32, m), np.float32)
+    st = np.empty((8, m), np.float32)
+    for r in range(rows):
         if row_nonfinite(xu[r]):
             status[r] = NONFINITE
             continue
         ok = True
-        if qw.shape[0] != 0:
+        if imx:
             row_imatrix_weights(x[r], qw, w)
-        for ib in range(x.shape[1] // 32):
-            if qw.shape[0] != 0:
-                good = block_x_0_imatrix(x[r], 32 * ib, w, out[r], bsize * ib, nmax, five, L)
-            else:
+            to_lanes(x[r], xt)
+            to_lanes(w, wt)
+            qx_lanes(xt, wt, (nmax + 1) // 2, Lt, st)
+            for ib in range(nb):
+                good = _pack_x_0(out[r], bsize * ib, st[0, ib], Lt, ib, five)
+                ok = ok and good
+        else:
+            for ib in range(nb):
                 good = block_x_0(x[r], xu[r], 32 * ib, out[r], bsize * ib, nmax, five)
-            ok = ok and good
+                ok = ok and good
         if not ok:
             status[r] = OVERFLOW
 

@@ -19,7 +19,7 @@ from .blocks import (
     F32, NONFINITE, OVERFLOW, argext, as_rows, fp16_field, out_rows, put16, quiet, read_fp16,
     row_imatrix_weights, row_imatrix_weights_ref, safe_recip, validate_fp16,
 )
-from .fit import make_qkx3_quants, make_qkx3_quants_ref
+from .fit import LIMIT, make_qkx3_quants, make_qkx3_quants_ref, qkx2_lanes, to_lanes
 from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .q4_0 import pack_x_0, sum8_q4
 from .rounding import c_int8, c_int8_np, row_nonfinite
@@ -131,16 +131,15 @@ def block_x_1(xr, base, o, ob, nmax, five):
 
 
 @jit_exact
-def block_x_1_imatrix(xr, base, w, o, ob, nmax, five, L, laux):
-    """quantize_row_q4_1_impl / q5_1_impl for one block, given the row's imatrix weights w."""
-    d, the_min = make_qkx3_quants(xr, base, w[base : base + 32], L, 0, laux, nmax, _RMIN_IMX, _RDELTA_IMX, 36, 32, False)
-    _, ok_d = fp16_field(o, ob, d)
-    _, ok_m = fp16_field(o, ob + 2, -the_min)
+def _pack_x_1(o, ob, d_block, m_block, L, lane, five):
+    """Store d, m and the quants L[:, lane] (0..15 / 0..31) of one block (Q5_1: and qh)."""
+    _, ok_d = fp16_field(o, ob, d_block)
+    _, ok_m = fp16_field(o, ob + 2, m_block)
     qh = 0
     qs = ob + 8 if five else ob + 4
     for j in range(16):
-        a0 = L[j]
-        a1 = L[16 + j]
+        a0 = np.int64(L[j, lane])
+        a1 = np.int64(L[16 + j, lane])
         o[qs + j] = ((a0 & 0xF) | ((a1 & 0xF) << 4)) & 0xFF
         qh |= ((a0 >> 4) & 1) << j
         qh |= ((a1 >> 4) & 1) << (j + 16)
@@ -151,32 +150,55 @@ def block_x_1_imatrix(xr, base, w, o, ob, nmax, five, L, laux):
 
 
 @jit_exact
-def quantize_rows_x_1(x, xu, out, status, qw, nmax, five):
-    """Q4_1 (nmax 15) / Q5_1 (nmax 31, five) rows; qw: imatrix weights per column, or empty."""
+def quantize_rows_x_1(x, xu, out, status, qw, nmax, five, limit):
+    """Q4_1 (nmax 15) / Q5_1 (nmax 31, five) rows; qw: imatrix weights per column, or empty.
+    With qw: quantize_row_q4_1_impl / q5_1_impl, the blocks' make_qkx3_quants(32, nmax, x,
+    qw*sqrt(sigma2 + x²), -0.9, 0.05, 36) fits side by side (fit.qkx2_lanes; a lane its guard
+    flags is redone by the scalar fit). limit: that guard's bound (tests pass 0)."""
     bsize = 24 if five else 20
-    w = np.empty(x.shape[1] if qw.shape[0] != 0 else 0, np.float32)
-    L = np.empty(32, np.int64)
-    laux = np.empty(32, np.int64)
-    for r in range(x.shape[0]):
+    rows, n = x.shape
+    nb = n // 32
+    imx = qw.shape[0] != 0
+    m = nb if imx else 0
+    w = np.empty(n if imx else 0, np.float32)
+    xt = np.empty((32, m), np.float32)
+    wt = np.empty((32, m), np.float32)
+    Lt = np.empty((32, m), np.float32)
+    laux = np.empty((32, m), np.float32)
+    st = np.empty((20, m), np.float32)
+    lone = np.empty(32, np.int64)
+    lscratch = np.empty(32, np.int64)
+    for r in range(rows):
         if row_nonfinite(xu[r]):
             status[r] = NONFINITE
             continue
         ok = True
-        if qw.shape[0] != 0:
+        if imx:
             row_imatrix_weights(x[r], qw, w)
-        for ib in range(x.shape[1] // 32):
-            if qw.shape[0] != 0:
-                good = block_x_1_imatrix(x[r], 32 * ib, w, out[r], bsize * ib, nmax, five, L, laux)
-            else:
+            to_lanes(x[r], xt)
+            to_lanes(w, wt)
+            qkx2_lanes(xt, wt, nmax, _RMIN_IMX, _RDELTA_IMX, 36, False, Lt, laux, st, limit)
+            for ib in range(nb):
+                if st[2, ib] != _F0:  # exact scalar fit for a lane the guard flagged
+                    sc, mn = make_qkx3_quants(x[r], 32 * ib, w[32 * ib : 32 * ib + 32], lone, 0, lscratch, nmax,
+                                              _RMIN_IMX, _RDELTA_IMX, 36, 32, False)
+                    st[0, ib] = sc
+                    st[1, ib] = mn
+                    for i in range(32):
+                        Lt[i, ib] = F32(lone[i])
+                good = _pack_x_1(out[r], bsize * ib, st[0, ib], -st[1, ib], Lt, ib, five)
+                ok = ok and good
+        else:
+            for ib in range(nb):
                 good = block_x_1(x[r], 32 * ib, out[r], bsize * ib, nmax, five)
-            ok = ok and good
+                ok = ok and good
         if not ok:
             status[r] = OVERFLOW
 
 
 @jit_exact
 def quantize_rows(x, xu, out, status, qw):
-    quantize_rows_x_1(x, xu, out, status, qw, 15, False)
+    quantize_rows_x_1(x, xu, out, status, qw, 15, False, LIMIT)
 
 
 @jit_exact

@@ -14,6 +14,7 @@ from ..jit import jit_exact, jit_fast
 from . import act
 from .blocks import F32, read_fp16
 from .fp16 import fp16_to_fp32
+from .fit import LIMIT
 from .q4_1 import dot_min32_ref, quantize_rows_x_1, quantize_x_1_ref
 from .q5_0 import qh32, qh_bits_32, sum8_q5
 from .simd import mac_u8_4, set_u8_4, unpack5
@@ -54,7 +55,7 @@ def dot_ref(raw, qs, d, s):
 
 @jit_exact
 def quantize_rows(x, xu, out, status, qw):
-    quantize_rows_x_1(x, xu, out, status, qw, 31, True)
+    quantize_rows_x_1(x, xu, out, status, qw, 31, True, LIMIT)
 
 
 @jit_exact
