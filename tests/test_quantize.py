@@ -629,6 +629,26 @@ def test_quantized_tiny_model_loads_and_generates(tmp_path):
     assert g.stats.generated_tokens == len(g.tokens) > 0 and isinstance(text, str)
 
 
+@pytest.mark.parametrize("ftype, types, min_corr", [
+    ("Q3_K_M", {T.F32, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K}, 0.9),
+    ("Q2_K", {T.F32, T.Q2_K, T.Q3_K, T.Q6_K}, 0.8),
+])
+def test_q2_k_and_q3_k_models_run(tmp_path, ftype, types, min_corr):
+    """Files of the 2- and 3-bit mixes load (token_embd through Q2_K/Q3_K get_rows) and their
+    logits follow the float model's, less closely the fewer the bits."""
+    import tinyllm.model as model_mod
+    from tinymodels import make_tiny_model
+
+    f32 = make_tiny_model(tmp_path, arch="llama", wtype="F32", n_embd=256, head_dim=64, n_ff=512, n_layer=4)
+    q = tmp_path / f"{ftype}.gguf"
+    stats = quantize_file(f32, q, ftype)
+    assert {t.dst_type for t in stats.plan.tensors} == types
+    ids = np.array([1, 300, 301, 302, 303], np.int32)
+    ref = model_mod.load(f32, n_ctx=64).forward(ids)
+    got = model_mod.load(q, n_ctx=64).forward(ids)
+    assert np.corrcoef(ref, got)[0, 1] > min_corr
+
+
 def _greedy():
     from tinyllm.sampling import SamplingParams
 
