@@ -251,3 +251,24 @@ def test_a_type_that_needs_an_imatrix_is_checked_generically(tmp_path, at_root, 
         quantize_file(SRC, tmp_path / "q.gguf", "Q4_K_M", imatrix=IMX)
     with pytest.raises(QuantizationError, match=r"quantizing to Q4_K needs an importance matrix \(--imatrix\)"):
         registry.quantize(np.zeros((1, 256), np.float32), T.Q4_K)
+
+
+def test_long_names_are_cut_to_127_bytes_as_llama_quantize_does(tmp_path, monkeypatch):
+    """llama-quantize strncpy's the path and the dataset into 128-byte override values: 127
+    bytes are kept, even mid-character (checked against its output, byte for byte, with these
+    very names)."""
+    imx = load_imatrix(ROOT / IMX)
+    name = "i" * 100 + "é" * 20 + ".gguf"  # 145 bytes: cut inside an é
+    dataset = "d" * 120 + "é" * 10
+    monkeypatch.chdir(tmp_path)
+    save_imatrix(name, imx.entries, [dataset], 3, 16)
+    quantize_file(ROOT / SRC, "q.gguf", "Q4_K_S", imatrix=name)
+    r = gguf.GGUFReader("q.gguf")
+
+    def raw(key):
+        f = r.fields[key]
+        return bytes(f.parts[f.data[0]])
+
+    assert raw("quantize.imatrix.file") == name.encode()[:127]
+    assert raw("quantize.imatrix.dataset") == dataset.encode()[:127]
+    assert r.fields["quantize.imatrix.chunks_count"].contents() == 3

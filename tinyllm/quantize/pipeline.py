@@ -282,9 +282,6 @@ def _check_requantize(src: Path, plan: QuantPlan, allow: bool) -> None:
                 f"compared with quantizing from F32/F16/BF16 weights. Pass --allow-requantize to do it anyway")
 
 
-_IMATRIX_KEYS = ("quantize.imatrix.file", "quantize.imatrix.dataset", "quantize.imatrix.entries_count",
-                 "quantize.imatrix.chunks_count")
-
 
 def _c_str127(s: str) -> str:
     """strncpy into llama-quantize's 128-byte override value: at most 127 bytes (of UTF-8)."""
