@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyllm.errors import QuantizationError, UsageError
-from tinyllm.quants import fit, q4_k
+from tinyllm.quants import fit, q2_k, q4_1, q4_k
 from tinyllm.quants import registry as Q
 from tinyllm.quants.rounding import nearest_int, nearest_int_np
 from tinyllm.quants.types import GGMLType, row_nbytes
@@ -69,6 +69,65 @@ def test_numba_equals_numpy_twin(rows, t):
     assert bad.size == 0, f"rows {bad.tolist()} differ"
 
 
+IMATRIX_TYPES = [t for t in ALL_TYPES if Q.TYPES[t].uses_imatrix]
+
+
+def imatrix_weights(n: int, seed: int = 1) -> np.ndarray:
+    """Per-column weights as llama-quantize passes them (mean x² of the activations): spread over
+    six orders of magnitude, with zero columns (a never-seen input) and a few dominant ones."""
+    rng = np.random.default_rng(seed)
+    w = np.exp(rng.normal(0.0, 2.0, n)).astype(np.float32)
+    w[rng.choice(n, n // 16, replace=False)] = 0.0
+    w[rng.choice(n, n // 64, replace=False)] *= np.float32(1e4)
+    return w
+
+
+def test_imatrix_types_are_those_with_an_impl_path():
+    assert set(IMATRIX_TYPES) == {GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q4_1,
+                                  GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K}
+
+
+@pytest.mark.parametrize("t", IMATRIX_TYPES, ids=lambda t: t.name)
+def test_numba_equals_numpy_twin_with_an_imatrix(rows, t):
+    qw = imatrix_weights(rows.shape[1])
+    got = Q.quantize(rows, t, imatrix=qw)
+    bad = np.nonzero((got != R.quantize_ref(rows, t, imatrix=qw)).any(axis=1))[0]
+    assert bad.size == 0, f"rows {bad.tolist()} differ"
+    assert (got != Q.quantize(rows, t)).any()  # the weights are used
+    ones = Q.quantize(rows, t, imatrix=np.ones(rows.shape[1], np.float32))
+    assert np.array_equal(ones, R.quantize_ref(rows, t, imatrix=np.ones(rows.shape[1], np.float32)))
+
+
+def test_an_imatrix_is_ignored_where_llama_cpp_ignores_it(rows):
+    qw = imatrix_weights(rows.shape[1])
+    for t in (GGMLType.Q8_0, GGMLType.F16, GGMLType.BF16, GGMLType.F32):
+        x = rows[np.abs(rows).max(axis=1) < 65504]
+        assert np.array_equal(Q.quantize(x, t, imatrix=qw), Q.quantize(x, t)), t.name
+    with pytest.raises(QuantizationError, match="importance matrix has 100 values for rows of 512"):
+        Q.quantize(rows, GGMLType.Q4_K, imatrix=np.ones(100, np.float32))
+
+
+@pytest.mark.parametrize("t, with_imatrix", [(GGMLType.Q2_K, False), (GGMLType.Q2_K, True), (GGMLType.Q4_1, True),
+                                             (GGMLType.Q5_1, True)], ids=["Q2_K", "Q2_K-imatrix", "Q4_1-imatrix",
+                                                                          "Q5_1-imatrix"])
+def test_scalar_fallback_fit_equals_the_lanes_of_q2_k_and_q4_1(rows, t, with_imatrix):
+    """As below, for the other fits that run in lanes (Q4_1/Q5_1 fit only with an imatrix)."""
+    qw = imatrix_weights(rows.shape[1]) if with_imatrix else np.zeros(0, np.float32)
+    out = {}
+    for limit in (np.float32(0.0), fit.LIMIT):
+        o = np.empty((rows.shape[0], row_nbytes(t, rows.shape[1])), np.uint8)
+        status = np.zeros(rows.shape[0], np.int8)
+        if t == GGMLType.Q2_K:
+            q2_k.quantize_rows_q2(rows, rows.view(np.uint32), o, status, qw, limit)
+        else:
+            q4_1.quantize_rows_x_1(rows, rows.view(np.uint32), o, status, qw, 31 if t == GGMLType.Q5_1 else 15,
+                                   t == GGMLType.Q5_1, limit)
+        assert not status.any()
+        out[float(limit)] = o
+    assert np.array_equal(out[0.0], out[float(fit.LIMIT)])
+    assert np.array_equal(out[0.0], R.quantize_ref(rows, t, imatrix=qw if with_imatrix else None))
+
+
 @pytest.mark.parametrize("t", [GGMLType.Q4_K, GGMLType.Q5_K], ids=lambda t: t.name)
 def test_scalar_fallback_fit_equals_the_lanes(rows, t):
     """Guard bound 0 sends every sub-block through the scalar make_qkx2_quants; the result
@@ -78,7 +137,11 @@ def test_scalar_fallback_fit_equals_the_lanes(rows, t):
     for limit in (np.float32(0.0), fit.LIMIT):
         o = np.empty((rows.shape[0], row_nbytes(t, rows.shape[1])), np.uint8)
         status = np.zeros(rows.shape[0], np.int8)
-        q4_k.quantize_rows_kmin(rows, rows.view(np.uint32), o, status, five, limit)
+        q4_k.quantize_rows_kmin(rows, rows.view(np.uint32), o, status, five, limit, np.zeros(0, np.float32))
+        imx = np.empty_like(o)
+        qw = imatrix_weights(rows.shape[1])
+        q4_k.quantize_rows_kmin(rows, rows.view(np.uint32), imx, status, five, limit, qw)
+        assert np.array_equal(imx, R.quantize_ref(rows, t, imatrix=qw))
         assert not status.any()
         out[float(limit)] = o
     assert np.array_equal(out[0.0], out[float(fit.LIMIT)])

@@ -9,6 +9,7 @@ int32 nval, float32 values = mean(x²) * ncall; then int32 chunk count, int32 le
 
     save_imatrix(path, entries, datasets, chunk_count, chunk_size)   entries: name -> ImatrixEntry
     load_imatrix(path) -> Imatrix     .weights(name): float32 mean of x² per column, as llama-quantize uses
+    select_entries(imatrix, include, exclude) -> Imatrix   llama-quantize's --include/--exclude-weights
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import QuantizationError
+from ..errors import QuantizationError, UsageError
 from ..gguf_io import GGUFFile, GGUFValueType, write_gguf
 from ..quants.types import GGMLType
 
@@ -31,10 +32,11 @@ class ImatrixEntry:
     counts: np.ndarray  # (nmat,) activation rows accumulated
 
     def weights(self) -> np.ndarray:
-        """llama-quantize's quant_weights: sums / count in float32, 1 where count is 0; flat (nmat*ne0,)."""
+        """llama-quantize's quant_weights: sums / count in float32, 1 where count is not > 0
+        (a never-routed expert); flat (nmat*ne0,)."""
         c = np.asarray(self.counts, np.float32)[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
-            w = np.where(c == 0, np.float32(1), np.asarray(self.sums, np.float32) / np.where(c == 0, 1, c))
+            w = np.where(c > 0, np.asarray(self.sums, np.float32) / np.where(c > 0, c, 1), np.float32(1))
         return w.astype(np.float32).reshape(-1)
 
 
@@ -129,7 +131,7 @@ def _load_legacy(path: Path) -> Imatrix:
         return v
 
     (n_entries,) = take("<i")
-    if not 0 <= n_entries <= len(data) // 16:
+    if not 1 <= n_entries <= len(data) // 16:
         raise QuantizationError(f"{path}: not an imatrix file (legacy entry count {n_entries})")
     entries = {}
     for _ in range(n_entries):
@@ -138,7 +140,7 @@ def _load_legacy(path: Path) -> Imatrix:
             raise QuantizationError(f"{path}: bad imatrix entry name length {n}")
         name = bytes(take(f"<{n}s")[0]).decode("utf-8", "replace")
         ncall, nval = take("<ii")
-        if not 0 <= nval <= (len(data) - pos) // 4:
+        if not 1 <= nval <= (len(data) - pos) // 4:
             raise QuantizationError(f"{path}: imatrix entry {name!r:.60} claims {nval} values")
         values = np.frombuffer(data, np.float32, nval, pos).copy()
         pos += 4 * nval
@@ -150,6 +152,21 @@ def _load_legacy(path: Path) -> Imatrix:
         (chunk_count,) = take("<i")
         if pos + 4 <= len(data):
             (n,) = take("<i")
-            if 0 <= n <= len(data) - pos:
-                dataset = [data[pos : pos + n].decode("utf-8", "replace")]
+            if 0 < n <= len(data) - pos:  # read as a C string: up to the first NUL
+                dataset = [data[pos : pos + n].split(b"\0")[0].decode("utf-8", "surrogateescape")]
     return Imatrix(path, entries, dataset, chunk_count, 0)
+
+
+def select_entries(imatrix: Imatrix, include=(), exclude=()) -> Imatrix:
+    """The entries llama-quantize keeps (prepare_imatrix): without those whose name contains any
+    `exclude` string, or only those whose name contains an `include` string. Giving both is
+    refused, as llama-quantize does."""
+    include, exclude = [str(s) for s in include or ()], [str(s) for s in exclude or ()]
+    if include and exclude:
+        raise UsageError("--include-weights and --exclude-weights cannot be used together")
+    entries = imatrix.entries
+    if exclude:
+        entries = {n: e for n, e in entries.items() if not any(s in n for s in exclude)}
+    if include:
+        entries = {n: e for n, e in entries.items() if any(s in n for s in include)}
+    return Imatrix(imatrix.path, entries, imatrix.datasets, imatrix.chunk_count, imatrix.chunk_size)
