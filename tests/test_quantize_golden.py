@@ -11,12 +11,16 @@ import gguf
 import numpy as np
 import pytest
 
-from tinyllm.quants.registry import quantize, quantize_ref
+from tinyllm.quantize.imatrix import load_imatrix
+from tinyllm.quants.registry import TYPES, quantize, quantize_ref
 from tinyllm.quants.types import GGMLType
 
 PURE = {"Q4_0": GGMLType.Q4_0, "Q4_1": GGMLType.Q4_1, "Q5_0": GGMLType.Q5_0, "Q5_1": GGMLType.Q5_1,
-        "Q8_0": GGMLType.Q8_0, "Q4_K_S": GGMLType.Q4_K, "Q5_K_S": GGMLType.Q5_K, "Q6_K": GGMLType.Q6_K}  # fmt: skip
-MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q4_1", "Q5_1"]
+        "Q8_0": GGMLType.Q8_0, "Q4_K_S": GGMLType.Q4_K, "Q5_K_S": GGMLType.Q5_K, "Q6_K": GGMLType.Q6_K,
+        "IQ4_NL": GGMLType.IQ4_NL, "IQ4_XS": GGMLType.IQ4_XS}  # fmt: skip
+MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q4_1", "Q5_1", "IQ4_NL", "IQ4_XS"]
+# llama-quantize --imatrix tiny-f32.imatrix.gguf (manifest-iq4.json; tests/data/README.md)
+IMATRIX_FILES = ["imatrix-pure-IQ4_NL", "imatrix-pure-IQ4_XS", "imatrix-IQ4_NL", "imatrix-IQ4_XS"]
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +66,30 @@ def test_mixture_files_every_tensor_byte_identical(manifest, source, mix):
         assert sha256(got) == t["sha256"], f"{t['name']} as {wtype.name}"
         types.add(wtype)
     assert len(types - {GGMLType.F32}) >= 1
+
+
+@pytest.fixture(scope="module")
+def imatrix(golden):
+    return load_imatrix(golden / "quant" / "tiny-f32.imatrix.gguf")
+
+
+@pytest.mark.parametrize("quantizer", [quantize_ref, quantize], ids=["numpy", "numba"])
+@pytest.mark.parametrize("stem", IMATRIX_FILES)
+def test_imatrix_files_byte_identical(manifest, source, imatrix, stem, quantizer):
+    """With an importance matrix: each tensor gets llama-quantize's quant_weights for it
+    (none for token_embd / output.weight, which the imatrix does not cover). Compared are the
+    tensors whose type tinyllm quantizes with an imatrix, and those the imatrix does not
+    cover; the imatrix must have changed the bytes of every weighted tensor."""
+    plain = {t["name"]: t["sha256"] for t in manifest[f"tiny-{stem.replace('imatrix-', '')}"]["tensors"]}
+    weighted = 0
+    for t in manifest[f"tiny-{stem}"]["tensors"]:
+        wtype = GGMLType[t["type"]]
+        w = imatrix.weights(t["name"])
+        if wtype == GGMLType.F32 or (w is not None and not TYPES[wtype].uses_imatrix):
+            continue
+        got = quantizer(source[t["name"]], wtype, imatrix=w)
+        assert sha256(got) == t["sha256"], f"{t['name']} as {wtype.name} with imatrix {w is not None}"
+        if w is not None:
+            assert t["sha256"] != plain[t["name"]], f"{t['name']}: the imatrix changed nothing"
+            weighted += 1
+    assert weighted == 7  # every blk.* weight of tiny-f32
