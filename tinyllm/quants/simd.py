@@ -10,7 +10,9 @@ unpacked into a small buffer of unsigned bytes
 
 once, then multiplied against every token's activation pairs. No saturation can occur:
 int16 lanes sum at most K pairs, K chosen per type below (|y| <= 127 after quantization).
-Q8_0's signed weights use vpmaddwd (int16 x int16 -> int32) instead.
+Q8_0's signed weights use vpmaddwd (int16 x int16 -> int32) instead. The non-linear IQ4
+grid values (up to 127 in magnitude: a single pair sum could saturate) are looked up with
+vpshufb as two 4-bit digits of value + 128 (`unpack_iq4`), each multiplied like Q4 quants.
 
 Every kernel built from these has a portable twin; `HAS_AVX2` says whether they can run here.
 """
@@ -21,6 +23,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .iq_grids import KVALUES
 from .tiles import TILE
 
 I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
@@ -385,3 +388,44 @@ def make_dot_crumbs(kind, G=TILE // 16):
 
 dot_q3 = make_dot_crumbs("q3")
 dot_q2 = make_dot_crumbs("q2")
+
+
+def make_unpack_lut(tables):
+    """Unpack one group of 16 rows of nibble-pair bytes (4 pairs, as unpack4) through 16-entry
+    byte tables (vpshufb): the values of table i for pair k go to qb[qbo + i*split + k*qbs : +32]
+    as [row][lo, hi] bytes. Non-linear 4-bit types (IQ4_NL, IQ4_XS) split their grid values
+    into two tables of 4-bit digits this way, so the mac_u8_8 sums stay within int16."""
+    luts = [ir.Constant(V16I8, [int(v) for v in t]) for t in tables]
+    assert all(len(t) == 16 and all(0 <= int(v) < 128 for v in t) for t in tables)
+
+    @intrinsic
+    def unpack_lut(typingctx, qb, qbo, qbs, src, so, ss, split):
+        sig = types.void(qb, qbo, qbs, src, so, ss, split)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            pshufb = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I8, [V16I8, V16I8]), "llvm.x86.ssse3.pshuf.b.128"
+            )
+            c15 = ir.Constant(V16I8, [15] * 16)
+            for k in range(4):
+                off = _offset(context, builder, args[4], A[4], args[5], A[5], k)
+                x = builder.load(_vec_ptr(context, builder, A[3], args[3], off, types.intp, V16I8), align=1)
+                lo = builder.and_(x, c15)
+                hi = builder.lshr(x, ir.Constant(V16I8, [4] * 16))
+                dst = _offset(context, builder, args[1], A[1], args[2], A[2], k)
+                for i, lut in enumerate(luts):
+                    vlo, vhi = builder.call(pshufb, [lut, lo]), builder.call(pshufb, [lut, hi])
+                    pairs = builder.shuffle_vector(vlo, vhi, _INTERLEAVE_16)
+                    di = _offset(context, builder, dst, types.intp, args[6], A[6], i)
+                    builder.store(pairs, _vec_ptr(context, builder, A[0], args[0], di, types.intp, V32I8), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return unpack_lut
+
+
+# kvalues_iq4nl[i] + 128 = 16 * IQ4_DIGITS[0][i] + IQ4_DIGITS[1][i], both digits in 0..15
+IQ4_DIGITS = tuple(tuple(((int(v) + 128) >> s) & 15 for v in KVALUES) for s in (4, 0))
+unpack_iq4 = make_unpack_lut(IQ4_DIGITS)
