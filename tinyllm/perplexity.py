@@ -49,6 +49,20 @@ def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return out
 
 
+def eval_chunk(model, chunk: np.ndarray, n_batch: int) -> np.ndarray:
+    """Logits (len(chunk), n_vocab) float32 of one chunk as llama-perplexity evaluates it: cache
+    cleared, the first token replaced by BOS when the vocabulary adds one, n_batch tokens per call."""
+    tok = model.tokenizer
+    chunk = np.array(chunk, dtype=np.int32)
+    if tok.add_bos:
+        chunk[0] = tok.bos_id
+    model.reset()
+    logits = np.empty((len(chunk), int(model.config.n_vocab)), dtype=np.float32)
+    for b in range(0, len(chunk), n_batch):
+        logits[b:b + n_batch] = model.forward(chunk[b:b + n_batch], all_logits=True)
+    return logits
+
+
 def perplexity(
     model,
     text: str,
@@ -85,7 +99,6 @@ def perplexity(
     if on_start is not None:
         on_start(len(tokens), n_max)
     first = n_ctx // 2
-    add_bos = bool(tok.add_bos)
 
     nll_sum = nll2_sum = 0.0
     count = 0
@@ -94,13 +107,7 @@ def perplexity(
     t1 = time.perf_counter()
     for i in range(n_max):
         start = i * n_ctx
-        chunk = tokens[start:start + n_ctx].copy()
-        if add_bos:
-            chunk[0] = tok.bos_id
-        model.reset()
-        logits = np.empty((n_ctx, int(model.config.n_vocab)), dtype=np.float32)
-        for b in range(0, n_ctx, n_batch):
-            logits[b:b + n_batch] = model.forward(chunk[b:b + n_batch], all_logits=True)
+        logits = eval_chunk(model, tokens[start:start + n_ctx], n_batch)
         nll = token_nll(logits[first:n_ctx - 1], tokens[start + first + 1:start + n_ctx])
         nll_sum += float(nll.sum())
         nll2_sum += float((nll * nll).sum())
