@@ -51,10 +51,12 @@ def _saver(args):
 
 
 class _Bar:
-    """`chunk i/n [####....] ETA` on stderr, only on a terminal; erased when done."""
+    """`chunk i/n [####....] ETA` on stderr when it is a terminal, erased when done. Where the
+    running `[i]PPL,` list goes to the same terminal it is the progress display (as in
+    llama-imatrix), and a bar on that line would erase it."""
 
-    def __init__(self):
-        self.on = sys.stderr.isatty()
+    def __init__(self, ppl_on_terminal: bool):
+        self.on = sys.stderr.isatty() and not ppl_on_terminal
 
     def show(self, done: int, total: int, seconds: float):
         if not self.on:
@@ -100,7 +102,7 @@ def run(args):
     model = options.load_model(args, n_ctx=args.n_ctx)
     n_batch = min(args.batch or args.n_ctx, args.n_ctx)
     print("imatrix: tokenizing the input ..", file=err)
-    bar = _Bar()
+    bar = _Bar(ppl_on_terminal=not args.no_ppl and out.isatty())
 
     def on_start(n_tokens, n_chunks):
         print(f"imatrix: computing over {n_chunks} chunks ({n_tokens} tokens), n_ctx={args.n_ctx}, "
