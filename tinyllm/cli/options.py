@@ -92,6 +92,17 @@ def check_ctx(n_ctx: int) -> int:
     return n_ctx
 
 
+def read_text_file(path) -> str:
+    """A -f text as llama.cpp's tools read it: the bytes as they are (no newline translation),
+    less one trailing newline."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    return text[:-1] if text.endswith("\n") else text
+
+
 def load_model(args, *, n_ctx: int | None = None):
     """Validate the shared options, then load the model (the slow part comes last)."""
     from ..default_model import resolve_model

@@ -3,13 +3,46 @@
 Shapes: T tokens in the ubatch, D = n_embd, H / Hkv heads, d = head_dim, F = n_ff.
 Buffers come from a Scratch sized for T (the decode one, T = 1, is made once at load);
 matmul writes into them, so the decode path allocates almost nothing.
+
+`observe_matmuls(model, fn)` lets fn(weight_name, x) see the float32 input of every matmul
+(`tinyllm imatrix` collects Σx² per column this way); without an observer a matmul pays one
+truth test of an empty dict.
 """
 import math
+from contextlib import contextmanager
 
 import numpy as np
 
-from ..quants.matmul import get_rows, matmul
+from ..errors import UsageError
+from ..quants.matmul import get_rows
+from ..quants.matmul import matmul as _quants_matmul
 from . import ops
+
+_observers: dict = {}  # id(QMatrix) -> fn(name, x) while an observe_matmuls block runs
+
+
+def matmul(w, x, out=None):
+    """quants.matmul.matmul, showing x (T, n_in) first to the observer attached to w, if any."""
+    if _observers:
+        fn = _observers.get(id(w))
+        if fn is not None:
+            fn(w.name, x)
+    return _quants_matmul(w, x, out=out)
+
+
+@contextmanager
+def observe_matmuls(m, fn):
+    """Within the block, fn(weight_name, x) is called with the input x (T, n_in) float32 of every
+    matmul of model m, before the product (x must not be kept: it is a scratch buffer)."""
+    ids = [id(w) for _, w in m.weights.matrices()]
+    if any(i in _observers for i in ids):
+        raise UsageError(f"the matmuls of {m.path.name} are already observed")
+    _observers.update(dict.fromkeys(ids, fn))
+    try:
+        yield
+    finally:
+        for i in ids:
+            _observers.pop(i, None)
 
 
 class Scratch:
