@@ -20,7 +20,6 @@ Tolerances, kept in one place (TOL below):
 * q8_0 KV cache versus f16: K and V rows are 32-blocks of 8 bits, so the same delta is
   injected twice per layer (Q = 2·n_layer): 8·delta·sqrt(2·n_layer)·rms.
 """
-import io
 import math
 
 import numpy as np
@@ -266,25 +265,6 @@ def test_load_options_and_lazy_parts(tiny):
         load(tiny("llama"), kv_type="bf16")
     with pytest.raises(UsageError, match="16"):  # head_dim 16 cannot hold q8_0 blocks
         load(tiny("llama"), kv_type="q8_0")
-
-
-def test_warmup_notice_on_a_terminal_only(tiny):
-    """warmup(notice=...) shows a line while the kernels compile or load, then erases it; on a
-    stream that is not a terminal it writes nothing. A second warmup does no work."""
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    tty, pipe = Terminal(), io.StringIO()
-    m = load(tiny("llama"))
-    seconds = m.warmup(notice=tty)
-    assert tty.getvalue() == "preparing the kernels (the first run compiles them, about 20 s; later runs load them)...\r\x1b[K"
-    assert m.compile_seconds == seconds >= 0 and m.kv.n_past == 0
-    assert m.warmup(notice=tty) == seconds and tty.getvalue().count("preparing") == 1
-    m2 = load(tiny("llama"))
-    m2.warmup(notice=pipe)
-    assert pipe.getvalue() == ""
 
 
 def test_weights_stay_quantized_views_of_the_file(tiny):

@@ -40,6 +40,14 @@ def kernel_cache_dir() -> Path:
 
 numba.config.CACHE_DIR = str(kernel_cache_dir())  # before any decorator below runs
 
+# OpenMP threads that spin-wait for work collapse when the machine's cores are busy with other
+# processes (libgomp spins 300,000 rounds by default, and decode starts ~150 parallel regions
+# a token). A short bounded spin keeps the hand-off between kernels cheap on a quiet machine
+# and yields the core when it is needed elsewhere (benchmarks/bench_threads.py measures both).
+# A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins; libgomp reads them when it loads.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "10000"
+
 
 def jit_exact(*args, parallel=False, **kwargs):
     return numba.njit(*args, cache=True, nogil=True, error_model="numpy", parallel=parallel, **kwargs)
