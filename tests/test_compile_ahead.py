@@ -86,9 +86,6 @@ def test_matmul_jobs_are_one_group_per_weight_type_with_runtime_signatures(model
     for group in groups:
         names = [k.py_func.__qualname__ for k, _ in group]
         assert len(set(zip(names, [s for _, s in group]))) == len(group)  # no duplicate (kernel, signature)
-    shares = ca._split([[1] * 3, [1], [1] * 2, [1] * 2], 2)
-    assert sorted(sum(map(len, s)) for s in shares) == [4, 4]
-    assert ca._split([[1]], 3) == [[[1]]]
 
 
 def test_warmup_progress_line_on_a_terminal_only(model_path, tmp_path, monkeypatch):
@@ -142,3 +139,24 @@ def test_dry_forward_skips_products_only_inside_the_block(model_path):
     with fw.matmuls_skipped():
         assert not fw.matmul(w, x).any()
     assert fw.matmul(w, x).any()
+
+
+def test_forked_jobs_deal_biggest_first_and_survive_a_failing_job(tmp_path):
+    from tinyllm.jit import ForkedJobs
+
+    def job(name, fail=False):
+        def run():
+            if fail:
+                raise RuntimeError("boom")
+            (tmp_path / name).write_text(name)
+        run.size = len(name)
+        return run
+
+    jobs = [job("a"), job("bbbb"), job("cc", fail=True), job("ddd")]
+    done = []
+    with ForkedJobs(jobs, 2, weight=lambda j: j.size) as work:
+        assert len(work.workers) == 2
+        work.wait(lambda: done.append(1))
+    # bbbb -> worker 0, ddd -> 1, cc -> 1 (after ddd; it fails and ends that worker), a -> 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "bbbb", "ddd"]
+    assert len(done) == 3

@@ -103,6 +103,16 @@ class _Progress:
         if self.bar:
             self._draw(ev)
 
+    def compiling(self, done: int, total: int) -> None:
+        """A first run compiles the quantizers before the first tensor: say so."""
+        if not self.bar:
+            if done == 0:
+                print(f"compiling {total} quantizer(s) (first run only)...", file=sys.stderr, flush=True)
+            return
+        n = 30 * done // max(total, 1)
+        sys.stderr.write(f"\r\033[Kcompiling quantizers (first run only) [{'#' * n}{'.' * (30 - n)}] {done}/{total}")
+        sys.stderr.flush()
+
     def _draw(self, ev) -> None:
         frac = ev.done_bytes / ev.total_bytes if ev.total_bytes else 1.0
         elapsed = time.perf_counter() - self.t0
@@ -177,7 +187,8 @@ def run(args):
 
         try:
             stats = quantize_file(src, dst, ftype, allow_requantize=args.allow_requantize, force=args.force,
-                                  on_plan=on_plan, progress=lambda ev: progress[0](ev), **options)
+                                  on_plan=on_plan, progress=lambda ev: progress[0](ev),
+                                  on_compile=lambda done, total: progress[0].compiling(done, total), **options)
         finally:
             if progress:
                 progress[0].finish()

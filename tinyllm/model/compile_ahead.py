@@ -1,28 +1,23 @@
 """Compile a model's kernels on every core before its first forward pass.
 
 A first run compiles some forty Numba functions; one process does that one at a time. Here
-forked worker processes compile the matmul kernels of the model's weight types (the biggest
-share: one AVX2 kernel per type) into Numba's on-disk cache, while this process compiles
-everything else by a forward pass whose matmuls are skipped. The real warm-up forward that
-follows then only loads from the cache. The workers compile with the exact argument types the
-runtime will pass (`quants.matmul.kernel_calls`), and nothing they do is needed for
-correctness: a kernel a worker did not manage to compile is compiled by the warm-up as before.
+forked worker processes (jit.ForkedJobs) compile the matmul kernels of the model's weight
+types (the biggest share: one AVX2 kernel per type) into Numba's on-disk cache, while this
+process compiles everything else by a forward pass whose matmuls are skipped. The warm-up
+forward that follows then only loads from the cache. The workers compile with the exact
+argument types the runtime will pass (`quants.matmul.kernel_calls`); nothing they do is needed
+for correctness: a kernel a worker did not compile is compiled by the warm-up as before.
 
 Workers are forked, so they share the mapped and repacked weights; they compile and never
-run a parallel kernel. Where fork is unavailable, or with one core, nothing happens here.
+run a parallel kernel. With one core or without fork nothing happens here.
 """
-import hashlib
-import multiprocessing
-import os
 import threading
 import time
 
-from pathlib import Path
-
-import llvmlite.binding as llvm
 import numpy as np
 
-from ..jit import cpu_count, kernel_cache_dir
+from ..jit import ForkedJobs, can_fork_workers, cpu_count
+from ..jit import warm_marker as _marker
 from ..quants.matmul import kernel_calls, kernel_set
 from . import forward as fw
 
@@ -31,17 +26,17 @@ _KERNEL_SECONDS = 2.0
 _REST_SECONDS = 6.0
 
 
-def warm_marker(model) -> Path:
-    """A file that exists once a warm-up of a model with these weight types, architecture and
+def warm_marker(model):
+    """Exists once a warm-up of a model with this architecture, these weight types and this
     kernel set has filled the kernel cache on this CPU: later runs skip compile_ahead."""
-    w = model.weights
-    types = sorted({m.type.name for _, m in w.matrices()})
-    key = "|".join([model.config.arch, kernel_set(), llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), *types])
-    return kernel_cache_dir() / "warm" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    types = sorted({m.type.name for _, m in model.weights.matrices()})
+    return _marker("model", model.config.arch, kernel_set(), *types)
 
 
 def matmul_jobs(model) -> list[list[tuple]]:
-    """The model's matmul compile work, one group per weight type: [(kernel, args), ...]."""
+    """The model's matmul compile work, one group per weight type: [(kernel, signature), ...]
+    (one dispatcher's signatures always in one group: Numba's cache index of a function is
+    one file, which two workers must not write at once)."""
     w = model.weights
     mats = {m.type: m for m in [w.output] + [v for lw in w.blk for v in vars(lw).values()] if hasattr(m, "spec")}
     groups, seen = [], set()
@@ -57,65 +52,27 @@ def matmul_jobs(model) -> list[list[tuple]]:
     return groups
 
 
-def _worker(jobs, conn):
-    for group in jobs:
-        for kernel, sig in group:
-            try:
-                kernel.compile(sig)
-            except Exception as e:  # the warm-up compiles it again and reports any real error
-                conn.send(("failed", f"{kernel.py_func.__qualname__}: {e}"[:200]))
-                return
-        conn.send(("done", len(group)))
-    conn.close()
-
-
-def _split(groups: list, n: int) -> list[list]:
-    """Groups dealt to n workers, biggest first, each to the least loaded (one dispatcher's
-    signatures always go to one worker, since Numba's cache index of a function is one file)."""
-    shares = [[] for _ in range(n)]
-    for g in sorted(groups, key=len, reverse=True):
-        min(shares, key=lambda s: sum(map(len, s))).append(g)
-    return [s for s in shares if s]
+def _compile_group(group):
+    return lambda: [kernel.compile(sig) for kernel, sig in group]
 
 
 def compile_ahead(model, notice=None) -> bool:
     """Compile the model's kernels with every core; returns False where it could not (one
     core, no fork, TINYLLM_COMPILE_AHEAD=0). notice: a terminal stream for a progress line."""
-    cores = cpu_count()
-    if cores < 2 or "fork" not in multiprocessing.get_all_start_methods() or os.environ.get("TINYLLM_COMPILE_AHEAD") == "0":
+    if not can_fork_workers():
         return False
     groups = matmul_jobs(model)
-    ctx = multiprocessing.get_context("fork")
-    workers = []
-    for share in _split(groups, min(cores - 1, len(groups))):
-        recv, send = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(share, send), daemon=True)
-        p.start()
-        send.close()
-        workers.append((p, recv, share))
-    progress = _Progress(notice, n_kernels=len(groups), seconds=max(_REST_SECONDS, _KERNEL_SECONDS * len(groups) / len(workers)))
+    n = min(cpu_count() - 1, len(groups))
+    progress = _Progress(notice, n_kernels=len(groups), seconds=max(_REST_SECONDS, _KERNEL_SECONDS * len(groups) / n))
     try:
-        with fw.matmuls_skipped():
-            for T in (2, 1):
-                model._forward(np.zeros(T, np.int32), False)
-        model.kv.reset()
-        progress.rest_done()
-        for p, recv, share in workers:
-            while True:
-                try:
-                    msg = recv.recv()
-                except EOFError:
-                    break
-                if msg[0] == "done":
-                    progress.kernel_done()
-                else:
-                    break
-            p.join()
+        with ForkedJobs([_compile_group(g) for g in groups], n) as work:
+            with fw.matmuls_skipped():
+                for T in (2, 1):
+                    model._forward(np.zeros(T, np.int32), False)
+            model.kv.reset()
+            progress.rest_done()
+            work.wait(progress.kernel_done)
     finally:
-        for p, _, _ in workers:
-            if p.is_alive():
-                p.kill()
-                p.join()
         progress.close()
     return True
 
@@ -123,9 +80,9 @@ def compile_ahead(model, notice=None) -> bool:
 class _Progress:
     """One line on a terminal: what is compiling, a bar and the seconds left (estimated)."""
 
-    def __init__(self, stream, n_kernels: int, seconds: float):
+    def __init__(self, stream, n_kernels: int, seconds: float, what: str = "weight types"):
         self.stream = stream if stream is not None and stream.isatty() else None
-        self.n, self.done, self.rest = n_kernels, 0, False
+        self.n, self.done, self.rest, self.what = n_kernels, 0, False, what
         self.t0, self.estimate = time.perf_counter(), seconds
         self._stop = threading.Event()
         if self.stream:
@@ -144,7 +101,7 @@ class _Progress:
         frac = min(0.99, max(elapsed / self.estimate, parts / (self.n + 1)))
         left = max(1, round(elapsed / frac - elapsed)) if frac > 0.05 else round(self.estimate)
         bar = "#" * int(frac * 20)
-        return f"compiling kernels (first run only) [{bar:<20}] {self.done}/{self.n} weight types, about {left} s left"
+        return f"compiling kernels (first run only) [{bar:<20}] {self.done}/{self.n} {self.what}, about {left} s left"
 
     def _tick(self):
         while not self._stop.wait(0.25):

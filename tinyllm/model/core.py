@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..jit import touch_marker
 from . import forward as fw
-from .compile_ahead import compile_ahead, warm_marker
 from . import ops
+from .compile_ahead import compile_ahead, warm_marker
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .weights import Weights
@@ -114,11 +115,7 @@ class Model:
                 notice.write("\r\x1b[K")
                 notice.flush()
         self.compile_seconds = ahead + max(0.0, runs[0] - runs[1])
-        try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-        except OSError:
-            pass  # a read-only cache only costs the next run a compile check
+        touch_marker(marker)
         return self.compile_seconds
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:

@@ -401,12 +401,40 @@ def _drop_pages(view: np.ndarray) -> None:
         pass  # only an optimisation
 
 
+def compile_quantizers(types, on_done: Callable[[int, int], None] | None = None) -> None:
+    """Compile the quantizers of `types` on every core before a file's first tensor needs them
+    (each compiles for seconds on a first run); on_done(done, total) after each. A no-op once a
+    run has compiled them on this CPU (a warm marker in the kernel cache), or where workers
+    cannot be forked: each quantizer then compiles when first called, as before."""
+    from ..jit import ForkedJobs, can_fork_workers, cpu_count, touch_marker, warm_marker
+    from ..quants.registry import quantize
+
+    types = sorted({GGMLType(t) for t in types}, key=int)
+    marker = warm_marker("quantize", *(t.name for t in types))
+    if not types or marker.exists() or not can_fork_workers():
+        return
+    jobs = [lambda t=t: quantize(np.zeros((1, 256), np.float32), t, threads=1) for t in types]
+    done = [0]
+
+    def step():
+        done[0] += 1
+        if on_done is not None:
+            on_done(done[0], len(jobs))
+
+    if on_done is not None:
+        on_done(0, len(jobs))
+    with ForkedJobs(jobs, cpu_count()) as work:
+        work.wait(step)
+    touch_marker(marker)
+
+
 def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = None, pure=False,
                   leave_output_tensor=False, output_tensor_type=None, token_embedding_type=None,
                   tensor_types=(), allow_requantize=False, no_fallback=False, force=False, dry_run=False,
                   imatrix=None, include_weights=(), exclude_weights=(),
                   progress: Callable[[TensorDone], None] | None = None,
-                  on_plan: Callable[[QuantPlan], None] | None = None) -> QuantizeStats:
+                  on_plan: Callable[[QuantPlan], None] | None = None,
+                  on_compile: Callable[[int, int], None] | None = None) -> QuantizeStats:
     """Quantize (or convert to F32/F16/BF16) the GGUF `src` into `dst` with llama-quantize's mixtures.
 
     type_name: any llama-quantize type name (Q4_K_M, Q3_K_S, Q2_K, IQ4_XS, Q8_0, F16, ... any
@@ -422,6 +450,7 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
     or an imatrix entry does not fit its tensor. The write is atomic: a failure or Ctrl+C
     leaves no dst and no temp file.
     `on_plan(plan)` is called once every check has passed, before the first tensor is converted;
+    `on_compile(done, total)` while a first run compiles the quantizers (compile_quantizers);
     `progress(TensorDone)` after each tensor.
     """
     from ..jit import get_threads, set_threads
@@ -447,6 +476,7 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
         _check_requantize(src, plan, allow_requantize)
         if on_plan is not None:
             on_plan(plan)
+        compile_quantizers({tp.dst_type for tp in plan.tensors if tp.converts and tp.dst_type != GGMLType.F32}, on_compile)
         metadata, value_types = _out_metadata(gf, ftype, imx)
         total = plan.src_nbytes
         done = [0]
