@@ -4,11 +4,11 @@ Every weight matrix is a QMatrix over the memory-mapped file (its quantized bloc
 float copy). Norm weights and biases are small float32 vectors (zero-copy views for F32).
 A `.bias` tensor becomes the attribute `<name>_bias` (`blk[i].attn_q_bias`).
 """
-import mmap
 
 import numpy as np
 
 from ..errors import ModelError
+from ..gguf_io import drop_pages
 from ..quants.matmul import QMatrix
 from ..quants.types import GGMLType
 
@@ -88,20 +88,6 @@ def _vector(info, where) -> np.ndarray:
     raise ModelError(f"{where}: tensor {info.name} has type {info.type.name}; norm weights and biases must be F32 or F16")
 
 
-def _release_pages(gguf, info):
-    """Drop the resident pages of a tensor's mapped bytes once its QMatrix holds what the kernels
-    read (a load-time repack): otherwise the file's pages stay counted in RSS next to the repack.
-    The mapping is read-only and file-backed, so a later access (get_rows) just re-reads them."""
-    mm = getattr(gguf._data_map(), "_mmap", None)
-    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    start = info.offset // mmap.PAGESIZE * mmap.PAGESIZE
-    try:
-        mm.madvise(mmap.MADV_DONTNEED, start, info.offset + info.nbytes - start)
-    except (OSError, ValueError):
-        pass  # only a memory optimisation
-
-
 class Weights:
     """All tensors of one model: top-level ones as attributes, blocks in `blk`."""
 
@@ -130,7 +116,7 @@ class Weights:
             except ModelError as e:
                 raise ModelError(f"{where}: {e}") from None
             if info.type not in (GGMLType.F32, GGMLType.F16, GGMLType.BF16):
-                _release_pages(gguf, info)
+                drop_pages(info.data)  # the kernels read the repack; get_rows maps rows back
             return m
 
         for name, kind, shape, required in top:

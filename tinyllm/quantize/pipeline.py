@@ -15,7 +15,6 @@ are in the returned plan, and the summary figures are in QuantizeStats.
 """
 from __future__ import annotations
 
-import mmap
 import os
 import re
 import time
@@ -26,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import GGUFError, QuantizationError, UsageError
+from ..gguf_io import drop_pages
 from .rules import (
     FTYPE_ALIASES,
     FTYPES,
@@ -371,34 +371,12 @@ def convert_tensor(info, dst_type: GGMLType, threads: int | None = None, imatrix
                 f"cannot quantize to {type_name(dst_type)}") from None
         if r0 == 0 and r1 == n_rows:
             return q
-        _drop_pages(raw[r0:r1])
+        drop_pages(raw[r0:r1])
         if out is None:
             out = np.empty((n_rows, q.shape[1]), np.uint8)
         out[r0:r1] = q
         r0 = r1
     return out
-
-
-def _drop_pages(view: np.ndarray) -> None:
-    """Done with a mapped tensor: drop its pages from this process (llama-quantize unmaps each
-    weight after use), so RSS stays near one tensor instead of the whole input. The data stays
-    in the page cache and on disk; touching it again just maps it back."""
-    root = view  # the array made directly on the mmap (slices of an np.memmap are np.memmaps too)
-    while root is not None and not isinstance(getattr(root, "base", None), mmap.mmap):
-        root = root.base
-    if root is None or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    mm = root.base
-    # np.memmap maps from an allocation-granularity boundary; its array starts `skew` bytes in
-    skew = getattr(root, "offset", 0) % mmap.ALLOCATIONGRANULARITY
-    addr = lambda a: a.__array_interface__["data"][0]
-    start = addr(view) - addr(root) + skew
-    end = start + view.nbytes
-    start -= start % mmap.PAGESIZE
-    try:
-        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-    except (OSError, ValueError):
-        pass  # only an optimisation
 
 
 def compile_quantizers(types, on_done: Callable[[int, int], None] | None = None) -> None:
@@ -484,7 +462,7 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
         def producer(i: int, tp: TensorPlan):
             def produce():
                 if i > 0:  # the previous tensor has been written by now
-                    _drop_pages(gf.tensors[plan.tensors[i - 1].name].data)
+                    drop_pages(gf.tensors[plan.tensors[i - 1].name].data)
                 ts = time.perf_counter()
                 data = convert_tensor(gf.tensors[tp.name], tp.dst_type, threads, weights.get(tp.name))
                 done[0] += tp.src_nbytes
