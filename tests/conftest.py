@@ -1,5 +1,6 @@
-"""Shared fixtures. Every test run compiles the Numba kernels into a fresh cache directory,
-so a stale cache can never hide a kernel change.
+"""Shared fixtures. Kernels compile into tinyllm's own cache, whose directory is keyed on a
+hash of every source file of the package (tinyllm/jit.py), so an edited kernel can never load
+stale code; TINYLLM_TEST_FRESH_CACHE=1 compiles everything into a new empty directory instead.
 
 Test data lives in tests/data (see its README): llama.cpp's golden outputs, carried by the
 repository so a fresh clone needs nothing beside it.
@@ -10,7 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
-os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="tinyllm-numba-")
+if os.environ.get("TINYLLM_TEST_FRESH_CACHE") == "1":
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="tinyllm-numba-")
 
 import pytest  # noqa: E402
 

@@ -93,7 +93,7 @@ class ReferenceModel:
         self.g = GGUFFile(path)
         md = self.g.metadata
         self.arch = a = md["general.architecture"]
-        assert a in ("llama", "qwen2", "gemma3"), a
+        assert a in ("llama", "qwen2", "qwen3", "gemma3"), a
         self.D = int(md[f"{a}.embedding_length"])
         self.L = int(md[f"{a}.block_count"])
         self.H = int(md[f"{a}.attention.head_count"])
@@ -104,7 +104,7 @@ class ReferenceModel:
         self.base = float(md.get(f"{a}.rope.freq_base", 10000.0))
         factor = float(md.get(f"{a}.rope.scaling.factor", 0.0) or 0.0)
         self.scale = 1.0 / factor if factor > 0 else 1.0
-        self.neox = a in ("qwen2", "gemma3")
+        self.neox = a in ("qwen2", "qwen3", "gemma3")
         self.n_swa = int(md.get(f"{a}.attention.sliding_window", 0) or 0) if a == "gemma3" else 0
         self.base_swa = float(md.get(f"{a}.rope.freq_base_swa", 10000.0))
         pattern = 6
@@ -186,9 +186,10 @@ class ReferenceModel:
             q = self.linear(h, p + "attn_q", emulate).reshape(T, H, d)
             k = self.linear(h, p + "attn_k", emulate).reshape(T, Hkv, d)
             v = self.linear(h, p + "attn_v", emulate).reshape(T, Hkv, d)
-            if gemma:
+            if gemma or self.arch == "qwen3":  # per-head RMSNorm of q and k
                 q = rms_norm(q, self.w(p + "attn_q_norm.weight"), self.eps)
                 k = rms_norm(k, self.w(p + "attn_k_norm.weight"), self.eps)
+            if gemma:
                 base, scale = (self.base_swa, 1.0) if self.swa[il] else (self.base, self.scale)
             else:
                 base, scale = self.base, self.scale

@@ -201,6 +201,31 @@ def test_q4_0_all_negative_zero_block_keeps_cs_signed_zero():
     assert (b["qs"] == 0x88).all()
 
 
+def test_iq4_all_zero_blocks_follow_the_c():
+    """IQ4_NL: d = fp16(+0.0), every index best_index(0) = 8 (0 is nearer 1 than -10).
+    IQ4_XS: d = -max_scale/32 = -0.0 (fp16 0x8000), every 6-bit scale l + 32 = 32."""
+    x = np.zeros((1, 256), np.float32)
+    x[0, 32:64] = 1e-16  # below GROUP_MAX_EPS: a skipped sub-block, the same bytes
+    nl = blocks(quantize_ref(x, GGMLType.IQ4_NL), GGMLType.IQ4_NL)
+    assert (nl["d"].view(np.uint16) == 0).all() and (nl["qs"] == 0x88).all()
+    xs = blocks(quantize_ref(x, GGMLType.IQ4_XS), GGMLType.IQ4_XS)
+    assert xs["d"].view(np.uint16)[0] == 0x8000
+    assert xs["scales_h"][0] == 0xAAAA and (xs["scales_l"] == 0).all() and (xs["qs"] == 0x88).all()
+
+
+def test_iq4_nl_block_by_hand():
+    """One block worked through §3.6: max 127 at element 0 with x = kvalues * 1 exactly, so the
+    fitted scale is 1 and every element keeps its own grid value."""
+    from tinyllm.quants.iq_grids import KVALUES
+
+    idx = np.arange(32) % 16
+    x = KVALUES[idx].astype(np.float32)[None, :]
+    b = blocks(quantize_ref(x, GGMLType.IQ4_NL), GGMLType.IQ4_NL)
+    assert b["d"][0] == np.float16(1.0)
+    assert b["qs"][0].tolist() == (idx[:16] | (idx[16:] << 4)).tolist()
+    assert np.array_equal(dequantize(b.view(np.uint8), GGMLType.IQ4_NL, (32,)), x[0])
+
+
 def test_subnormal_block_scale_follows_x86_conversions():
     # amax 1e-40: d = amax/127 is a float32 subnormal, 1/d = inf, x*inf = inf (0*inf = NaN);
     # (int8_t) of those is the low byte of cvttss2si's INT32_MIN, i.e. 0, and fp16(d) = 0

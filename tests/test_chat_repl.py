@@ -480,11 +480,13 @@ def test_gemma_terminal_session(gemma_path, golden, tmp_path):
         c.expect(r"reply (\d+) tok, .*stopped \]")
         assert int(c.match.group(1)) < 2000
         c.expect_exact(PROMPT)
+        c.sendline("/set max_tokens 32")  # the recalled turn below must end well within the timeout
+        c.expect_exact(PROMPT)
         c.sendline("/load " + str(tmp_path / "g.json"))
         c.expect("loaded 4 messages")
         c.expect_exact(PROMPT)
-        # history, newest first: /load, Once upon a time, /set, /clear, /save, /kv, Germany
-        for _ in range(7):
+        # history, newest first: /load, /set, Once upon a time, /set, /clear, /save, /kv, Germany
+        for _ in range(8):
             c.send(UP)
             time.sleep(0.3)
         c.send(ENTER)  # recalled " The capital of Germany is"

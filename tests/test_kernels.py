@@ -132,10 +132,16 @@ def term_magnitudes(wtype, raw, n_in):
 
 
 def block_mins(wtype, raw):
-    """|min| per 32-element block (n_out, n_in/32) float64, for the types that have mins."""
+    """|min| per block (n_out, n_blocks) float64 for the types that have mins: per 16 elements
+    for Q2_K, per 32 for the others."""
     s = TYPES[wtype]
     names = s.block.names or ()
-    if "dmin" in names:  # K-quants: dmin * m_j per sub-block of 32
+    if wtype == GGMLType.Q2_K:  # dmin * m_j per sub-block of 16
+        from tinyllm.quants import q2_k
+
+        _, dmin, _, m, _ = q2_k.unpack_ref(raw)
+        return np.abs((dmin[:, :, None] * m).astype(np.float64)).reshape(raw.shape[0], -1)
+    if "dmin" in names:  # Q4_K, Q5_K: dmin * m_j per sub-block of 32
         from tinyllm.quants import q4_k
 
         _, dmin, _, m, _ = q4_k.unpack_ref(raw, five=wtype == GGMLType.Q5_K)
@@ -230,6 +236,8 @@ LLAMA_CPP_FILES = {
     GGMLType.Q4_K: "pure-Q4_K_S",
     GGMLType.Q5_K: "pure-Q5_K_S",
     GGMLType.Q6_K: "pure-Q6_K",
+    GGMLType.Q2_K: "pure-Q2_K",
+    GGMLType.Q3_K: "pure-Q3_K_S",
     GGMLType.F32: None,
 }
 
@@ -251,6 +259,43 @@ def test_kernels_on_llama_cpp_quantized_tensors(llama_cpp_file, golden, wtype, t
             w = QMatrix.from_tensor(info)
             ids = [0, n_out - 1, 3, 3]
             np.testing.assert_array_equal(get_rows(w, ids), dequant(wtype, np.asarray(info.data), n_in)[ids].astype(np.float32))
+
+
+# llama-quantize's files of types whose mixtures tinyllm.quantize cannot write yet: their
+# tensors are quantized here through the registry and checked against the manifest's sha256,
+# so the kernels again see llama.cpp's bytes (with and without an importance matrix)
+LLAMA_CPP_TENSORS = [
+    (GGMLType.IQ4_NL, "tiny-pure-IQ4_NL"),
+    (GGMLType.IQ4_NL, "tiny-imatrix-pure-IQ4_NL"),
+    (GGMLType.IQ4_XS, "tiny-pure-IQ4_XS"),
+    (GGMLType.IQ4_XS, "tiny-imatrix-pure-IQ4_XS"),
+]
+
+
+@pytest.mark.parametrize("wtype, stem", LLAMA_CPP_TENSORS, ids=lambda v: getattr(v, "name", v))
+def test_kernels_on_llama_cpp_tensors_quantized_here(golden, manifest, wtype, stem, threads):
+    import hashlib
+
+    import gguf
+
+    from tinyllm.quantize.imatrix import load_imatrix
+    from tinyllm.quants.registry import quantize
+
+    reader = gguf.GGUFReader(golden / "quant" / "tiny-f32.gguf")
+    imatrix = load_imatrix(golden / "quant" / "tiny-f32.imatrix.gguf") if "imatrix" in stem else None
+    want = {t["name"]: t for t in manifest[stem]["tensors"]}
+    for t in reader.tensors:
+        if t.name not in ("blk.0.ffn_down.weight", "blk.0.attn_k.weight"):
+            continue
+        assert want[t.name]["type"] == wtype.name
+        n_in = int(t.shape[0])
+        x = np.asarray(t.data, np.float32).reshape(-1, n_in)
+        raw = quantize(x, wtype, imatrix=None if imatrix is None else imatrix.weights(t.name))
+        assert hashlib.sha256(raw.tobytes()).hexdigest() == want[t.name]["sha256"], t.name
+        check_matmul(wtype, raw, n_in, nasty_activations(4, n_in, 11))
+        ids = [0, raw.shape[0] - 1, 3, 3]
+        w = QMatrix(wtype, raw, n_in, name=t.name)
+        np.testing.assert_array_equal(get_rows(w, ids), dequant(wtype, raw, n_in)[ids].astype(np.float32))
 
 
 @pytest.mark.slow
@@ -375,3 +420,29 @@ def test_bench_case_row_fields():
     assert row["seconds"] > 0
     assert row["gmacs"] == pytest.approx(64 * 256 * 2 / row["seconds"] / 1e9)
     assert row["gbs"] == pytest.approx(64 * 256 // 32 * 18 / row["seconds"] / 1e9)
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_crumb_unpack_intrinsics_match_the_tile_layout(bits):
+    """unpack2 / unpack3 (Q2_K, Q3_K tiles -> bytes for vpmaddubsw): 8 elements of 32 rows,
+    element k of row r from bits 2(k%4).. of src[(k//4)*32 + r] and bit k of h[r]."""
+    import numba
+
+    from tinyllm.quants.simd import unpack2, unpack3
+
+    fn = unpack3 if bits == 3 else unpack2
+
+    @numba.njit
+    def run(buf, src, h):
+        fn(buf, 0, 64, src, 0, 32, h, 0)
+
+    rng = np.random.default_rng(bits)
+    src = rng.integers(0, 256, 64, dtype=np.uint8)
+    h = rng.integers(0, 256, 32, dtype=np.uint8)
+    buf = np.zeros(4 * 64, np.uint8)
+    run(buf, src, h)
+    e = np.arange(8)
+    low = (src.reshape(2, 32)[e // 4] >> (2 * (e % 4))[:, None].astype(np.uint8)) & 3  # (8, 32)
+    third = ((h[None, :] >> e[:, None].astype(np.uint8)) & 1) if bits == 3 else 0
+    want = (low | (third << 2)).reshape(4, 2, 32).transpose(0, 2, 1)  # [pair][row][lo, hi]
+    np.testing.assert_array_equal(buf.reshape(4, 32, 2), want)

@@ -50,6 +50,21 @@ GOLDEN = {
     "pure-Q5_K_S": ("Q5_K_S", True),
     "pure-Q6_K": ("Q6_K", True),
     "pure-Q8_0": ("Q8_0", True),
+    "Q2_K": ("Q2_K", False),
+    "Q3_K_S": ("Q3_K_S", False),
+    "Q3_K_M": ("Q3_K_M", False),
+    "Q3_K_L": ("Q3_K_L", False),
+    "pure-Q2_K": ("Q2_K", True),
+    "pure-Q3_K_S": ("Q3_K_S", True),
+}
+# golden files whose types are written by block code of other modules (the IQ types): the
+# plan is checked here, the bytes where those types are tested
+PLAN_ONLY = {
+    "IQ4_NL": ("IQ4_NL", False),
+    "IQ4_XS": ("IQ4_XS", False),
+    "pure-IQ4_NL": ("IQ4_NL", True),
+    "pure-IQ4_XS": ("IQ4_XS", True),
+    "pure-IQ3_S": ("IQ3_S", True),
 }
 
 
@@ -121,9 +136,9 @@ def test_sort_order_is_llama_cpp_weights_map(manifest):
         "output.weight", "token_embd.weight", "blk.2.a.weight", "blk.2.b.weight", "blk.10.a.weight"]
 
 
-@pytest.mark.parametrize("stem", GOLDEN)
+@pytest.mark.parametrize("stem", {**GOLDEN, **PLAN_ONLY})
 def test_plan_types_match_golden(golden, manifest, stem):
-    tname, pure = GOLDEN[stem]
+    tname, pure = {**GOLDEN, **PLAN_ONLY}[stem]
     tensors, md = _tensor_list(golden / "quant" / "tiny-f32.gguf")
     plan = plan_types(tensors, parse_ftype(tname), ModelHParams.from_metadata(md), QuantOptions(pure=pure))
     assert [(t.name, t.dst_type.name) for t in plan.tensors] == _golden_types(manifest, stem)
@@ -220,8 +235,12 @@ def test_fallback_rules_from_spec():
     assert fallback_type("x", 1056, T.Q6_K) == T.Q8_0
     assert fallback_type("x", 1000, T.Q6_K) == T.F16
     assert fallback_type("x", 1024, T.Q4_K) == T.Q4_K
-    with pytest.raises(QuantizationError, match=r"blk\.0\.w.*1000.*q8_0"):
-        fallback_type("blk.0.w", 1000, T.Q8_0)
+    assert fallback_type("x", 1000, T.Q8_0) == T.F16  # a 32-block type has no smaller block: F16
+    assert fallback_type("x", 1000, T.IQ4_XS) == T.F16
+    assert fallback_type("x", 1056, T.IQ2_XXS) == T.IQ4_NL
+    assert fallback_type("x", 1056, T.Q3_K) == T.Q4_0
+    with pytest.raises(QuantizationError, match=r"blk\.0\.w.*1056.*q8_K"):
+        fallback_type("blk.0.w", 1056, T.Q8_K)
     p = _plan(_synthetic(16, n_ff=1056), "Q4_K_M")  # ffn_down rows are n_ff long
     assert _layers(p, "ffn_down.weight", T.Q8_0) == [0, 1, 4, 7, 10, 13, 14, 15]
     assert all(p[f"blk.{i}.ffn_down.weight"].fallback_from in (T.Q4_K, T.Q6_K) for i in range(16))
@@ -568,14 +587,14 @@ def test_forced_type_that_does_not_fit_is_refused(tmp_path):
 
 
 def test_unreadable_source_type_refused_before_writing(tmp_path):
-    raw = np.random.default_rng(3).integers(0, 256, (8, 84), dtype=np.uint8)  # Q2_K blocks: 84 bytes / 256
-    src = tmp_path / "q2k.gguf"
-    write_gguf(src, {"general.architecture": "llama"}, [("blk.0.attn_q.weight", T.Q2_K, (8, 256), raw)])
-    with pytest.raises(QuantizationError, match=r"blk\.0\.attn_q\.weight is q2_K, which tinyllm cannot read"):
+    raw = np.random.default_rng(3).integers(0, 256, (8, 256), dtype=np.uint8)  # I8: no block code
+    src = tmp_path / "i8.gguf"
+    write_gguf(src, {"general.architecture": "llama"}, [("blk.0.attn_q.weight", T.I8, (8, 256), raw)])
+    with pytest.raises(QuantizationError, match=r"blk\.0\.attn_q\.weight is i8, which tinyllm cannot read"):
         quantize_file(src, tmp_path / "o.gguf", "F16")
-    assert _leftovers(tmp_path) == ["q2k.gguf"]
-    quantize_file(src, tmp_path / "o.gguf", "Q4_K_M", tensor_types=["attn_q=q2_k"])  # unchanged: copied
-    assert (tmp_path / "o.gguf").read_bytes()[-8 * 84:] == raw.tobytes()
+    assert _leftovers(tmp_path) == ["i8.gguf"]
+    quantize_file(src, tmp_path / "o.gguf", "Q4_K_M", tensor_types=["attn_q=i8"])  # unchanged: copied
+    assert (tmp_path / "o.gguf").read_bytes()[-8 * 256:] == raw.tobytes()
 
 
 def test_progress_callback_sees_every_tensor(golden, manifest, tmp_path):
@@ -608,6 +627,26 @@ def test_quantized_tiny_model_loads_and_generates(tmp_path):
     g = gen_mod.generate(model, "Hello world", max_tokens=8, params=_greedy())
     text = "".join(g)
     assert g.stats.generated_tokens == len(g.tokens) > 0 and isinstance(text, str)
+
+
+@pytest.mark.parametrize("ftype, types, min_corr", [
+    ("Q3_K_M", {T.F32, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K}, 0.9),
+    ("Q2_K", {T.F32, T.Q2_K, T.Q3_K, T.Q6_K}, 0.8),
+])
+def test_q2_k_and_q3_k_models_run(tmp_path, ftype, types, min_corr):
+    """Files of the 2- and 3-bit mixes load (token_embd through Q2_K/Q3_K get_rows) and their
+    logits follow the float model's, less closely the fewer the bits."""
+    import tinyllm.model as model_mod
+    from tinymodels import make_tiny_model
+
+    f32 = make_tiny_model(tmp_path, arch="llama", wtype="F32", n_embd=256, head_dim=64, n_ff=512, n_layer=4)
+    q = tmp_path / f"{ftype}.gguf"
+    stats = quantize_file(f32, q, ftype)
+    assert {t.dst_type for t in stats.plan.tensors} == types
+    ids = np.array([1, 300, 301, 302, 303], np.int32)
+    ref = model_mod.load(f32, n_ctx=64).forward(ids)
+    got = model_mod.load(q, n_ctx=64).forward(ids)
+    assert np.corrcoef(ref, got)[0, 1] > min_corr
 
 
 def _greedy():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyllm.errors import QuantizationError, UsageError
-from tinyllm.quants import fit, q4_k
+from tinyllm.quants import fit, q2_k, q4_1, q4_k
 from tinyllm.quants import registry as Q
 from tinyllm.quants.rounding import nearest_int, nearest_int_np
 from tinyllm.quants.types import GGMLType, row_nbytes
@@ -69,6 +69,124 @@ def test_numba_equals_numpy_twin(rows, t):
     assert bad.size == 0, f"rows {bad.tolist()} differ"
 
 
+IMATRIX_TYPES = [t for t in ALL_TYPES if Q.TYPES[t].uses_imatrix]
+
+
+def imatrix_weights(n: int, seed: int = 1) -> np.ndarray:
+    """Per-column weights as llama-quantize passes them (mean x² of the activations): spread over
+    six orders of magnitude, with zero columns (a never-seen input) and a few dominant ones."""
+    rng = np.random.default_rng(seed)
+    w = np.exp(rng.normal(0.0, 2.0, n)).astype(np.float32)
+    w[rng.choice(n, n // 16, replace=False)] = 0.0
+    w[rng.choice(n, n // 64, replace=False)] *= np.float32(1e4)
+    return w
+
+
+def test_imatrix_types_are_those_with_an_impl_path():
+    assert set(IMATRIX_TYPES) == {GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q4_1,
+                                  GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K,
+                                  GGMLType.IQ4_NL, GGMLType.IQ4_XS}
+
+
+@pytest.mark.parametrize("t", IMATRIX_TYPES, ids=lambda t: t.name)
+def test_numba_equals_numpy_twin_with_an_imatrix(rows, t):
+    qw = imatrix_weights(rows.shape[1])
+    got = Q.quantize(rows, t, imatrix=qw)
+    bad = np.nonzero((got != R.quantize_ref(rows, t, imatrix=qw)).any(axis=1))[0]
+    assert bad.size == 0, f"rows {bad.tolist()} differ"
+    assert (got != Q.quantize(rows, t)).any()  # the weights are used
+    ones = Q.quantize(rows, t, imatrix=np.ones(rows.shape[1], np.float32))
+    assert np.array_equal(ones, R.quantize_ref(rows, t, imatrix=np.ones(rows.shape[1], np.float32)))
+
+
+def test_an_imatrix_is_ignored_where_llama_cpp_ignores_it(rows):
+    qw = imatrix_weights(rows.shape[1])
+    for t in (GGMLType.Q8_0, GGMLType.F16, GGMLType.BF16, GGMLType.F32):
+        x = rows[np.abs(rows).max(axis=1) < 65504]
+        assert np.array_equal(Q.quantize(x, t, imatrix=qw), Q.quantize(x, t)), t.name
+    with pytest.raises(QuantizationError, match="importance matrix has 100 values for rows of 512"):
+        Q.quantize(rows, GGMLType.Q4_K, imatrix=np.ones(100, np.float32))
+
+
+@pytest.mark.parametrize("t, with_imatrix", [(GGMLType.Q2_K, False), (GGMLType.Q2_K, True), (GGMLType.Q4_1, True),
+                                             (GGMLType.Q5_1, True)], ids=["Q2_K", "Q2_K-imatrix", "Q4_1-imatrix",
+                                                                          "Q5_1-imatrix"])
+def test_scalar_fallback_fit_equals_the_lanes_of_q2_k_and_q4_1(rows, t, with_imatrix):
+    """As below, for the other fits that run in lanes (Q4_1/Q5_1 fit only with an imatrix)."""
+    qw = imatrix_weights(rows.shape[1]) if with_imatrix else np.zeros(0, np.float32)
+    out = {}
+    for limit in (np.float32(0.0), fit.LIMIT):
+        o = np.empty((rows.shape[0], row_nbytes(t, rows.shape[1])), np.uint8)
+        status = np.zeros(rows.shape[0], np.int8)
+        if t == GGMLType.Q2_K:
+            q2_k.quantize_rows_q2(rows, rows.view(np.uint32), o, status, qw, limit)
+        else:
+            q4_1.quantize_rows_x_1(rows, rows.view(np.uint32), o, status, qw, 31 if t == GGMLType.Q5_1 else 15,
+                                   t == GGMLType.Q5_1, limit)
+        assert not status.any()
+        out[float(limit)] = o
+    assert np.array_equal(out[0.0], out[float(fit.LIMIT)])
+    assert np.array_equal(out[0.0], R.quantize_ref(rows, t, imatrix=qw if with_imatrix else None))
+
+
+def imatrix_weight_sets(n: int, seed: int) -> list[np.ndarray]:
+    """Column weights as llama-quantize passes them: a log-normal spread with dominant columns,
+    one with zero and tiny columns, and a constant one."""
+    rng = np.random.default_rng(seed)
+    spread = np.exp(rng.normal(0, 2, n)).astype(np.float32)
+    holes = spread.copy()
+    holes[::5] = 0.0
+    holes[3::7] = 1e-30
+    holes[:32] = 0.0  # a whole block of zero weights: sumq2 = 0, d = 0
+    return [spread, holes, np.full(n, 0.25, np.float32)]
+
+
+@pytest.mark.parametrize("t", IMATRIX_TYPES, ids=lambda t: t.name)
+def test_numba_equals_numpy_twin_with_holes_in_the_imatrix(rows, t):
+    plain = Q.quantize(rows, t)
+    for i, qw in enumerate(imatrix_weight_sets(rows.shape[1], seed=int(t))):
+        got = Q.quantize(rows, t, imatrix=qw)
+        bad = np.nonzero((got != R.quantize_ref(rows, t, imatrix=qw)).any(axis=1))[0]
+        assert bad.size == 0, f"imatrix {i}: rows {bad.tolist()} differ"
+        assert (got != plain).any(), f"imatrix {i} changed nothing"
+
+
+def _best_index_c(x: np.float32) -> int:
+    """ggml-quants.c best_index_int8(16, kvalues_iq4nl, x), line by line in float32."""
+    from tinyllm.quants.iq_grids import KVALUES
+
+    val = KVALUES.astype(np.float32)
+    if x <= val[0]:
+        return 0
+    if x >= val[15]:
+        return 15
+    ml, mu = 0, 15
+    while mu - ml > 1:
+        mav = (ml + mu) // 2
+        if x < val[mav]:
+            mu = mav
+        else:
+            ml = mav
+    return mu - 1 if np.float32(x - val[mu - 1]) < np.float32(val[mu] - x) else mu
+
+
+def test_iq4_best_index_matches_the_c_binary_search():
+    """Both the Numba best_index (a branch-free count) and its NumPy twin against the C's
+    binary search: every grid value, every midpoint (a tie goes to the upper value) and one
+    float32 step either side, the ends, infinities, NaN, random values."""
+    from tinyllm.quants.iq4_nl import KV_F32, best_index, best_index_np
+
+    mid = (KV_F32[:-1] + KV_F32[1:]) / np.float32(2)
+    near = np.concatenate([KV_F32, mid, np.nextafter(mid, np.float32(-np.inf)), np.nextafter(mid, np.float32(np.inf))])
+    rng = np.random.default_rng(8)
+    x = np.concatenate([near, [-1e30, 1e30, -np.inf, np.inf, np.nan, -0.0, 0.0],
+                        (rng.standard_normal(4000) * 80).astype(np.float32)]).astype(np.float32)  # fmt: skip
+    want = np.array([_best_index_c(v) for v in x])
+    assert np.array_equal(np.array([best_index(v) for v in x]), want)
+    assert np.array_equal(best_index_np(x), want)
+    assert want[16:31].tolist() == list(range(1, 16))  # the midpoints: the upper index
+
+
 @pytest.mark.parametrize("t", [GGMLType.Q4_K, GGMLType.Q5_K], ids=lambda t: t.name)
 def test_scalar_fallback_fit_equals_the_lanes(rows, t):
     """Guard bound 0 sends every sub-block through the scalar make_qkx2_quants; the result
@@ -78,7 +196,11 @@ def test_scalar_fallback_fit_equals_the_lanes(rows, t):
     for limit in (np.float32(0.0), fit.LIMIT):
         o = np.empty((rows.shape[0], row_nbytes(t, rows.shape[1])), np.uint8)
         status = np.zeros(rows.shape[0], np.int8)
-        q4_k.quantize_rows_kmin(rows, rows.view(np.uint32), o, status, five, limit)
+        q4_k.quantize_rows_kmin(rows, rows.view(np.uint32), o, status, five, limit, np.zeros(0, np.float32))
+        imx = np.empty_like(o)
+        qw = imatrix_weights(rows.shape[1])
+        q4_k.quantize_rows_kmin(rows, rows.view(np.uint32), imx, status, five, limit, qw)
+        assert np.array_equal(imx, R.quantize_ref(rows, t, imatrix=qw))
         assert not status.any()
         out[float(limit)] = o
     assert np.array_equal(out[0.0], out[float(fit.LIMIT)])
@@ -148,7 +270,7 @@ def test_nan_and_inf_refused_naming_the_row(t):
 @pytest.mark.parametrize(
     "t, value",
     [(GGMLType.Q8_0, 1e7), (GGMLType.Q4_0, 1e6), (GGMLType.Q5_1, -1e5), (GGMLType.Q4_K, 1e8),
-     (GGMLType.Q6_K, 1e10), (GGMLType.F16, 7e4)],
+     (GGMLType.Q6_K, 1e10), (GGMLType.F16, 7e4), (GGMLType.IQ4_NL, 1e7), (GGMLType.IQ4_XS, 1e9)],
     ids=lambda v: getattr(v, "name", str(v)),
 )  # fmt: skip
 def test_fp16_scale_overflow_refused_naming_the_row(t, value):

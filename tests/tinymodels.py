@@ -40,7 +40,7 @@ import numpy as np
 from tinyllm.gguf_io import write_gguf
 from tinyllm.quants.types import GGMLType, parse_type
 
-ARCHS = ("llama", "qwen2", "gemma3")
+ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 K_TYPES = {GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.Q2_K, GGMLType.Q3_K}
 
 # token types (architectures.md §1.6)
@@ -49,6 +49,7 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 SPECIALS = {
     "llama": [("<unk>", UNKNOWN), ("<s>", CONTROL), ("</s>", CONTROL)],
     "qwen2": [("<unk>", UNKNOWN), ("<s>", CONTROL), ("</s>", CONTROL), ("<|im_start|>", CONTROL), ("<|im_end|>", CONTROL)],
+    "qwen3": [("<unk>", UNKNOWN), ("<s>", CONTROL), ("</s>", CONTROL), ("<|im_start|>", CONTROL), ("<|im_end|>", CONTROL)],
     "gemma3": [
         ("<pad>", CONTROL),
         ("<eos>", CONTROL),
@@ -61,6 +62,7 @@ SPECIALS = {
 SPECIAL_IDS = {  # bos, eos, unk, pad
     "llama": (1, 2, 0, None),
     "qwen2": (1, 2, 0, None),
+    "qwen3": (1, 2, 0, None),
     "gemma3": (2, 1, 3, 0),
 }
 
@@ -110,7 +112,7 @@ def _defaults(arch: str, wtype: GGMLType) -> dict:
             d.update(n_embd=256, head_dim=64, n_ff=512)
     else:
         d = dict(n_embd=64, n_layer=2, n_head=4, n_head_kv=2, head_dim=16, n_ff=128, n_swa=0,
-                 rope_base=10000.0 if arch == "llama" else 1e6, tied=arch == "qwen2")
+                 rope_base=10000.0 if arch == "llama" else 1e6, tied=arch in ("qwen2", "qwen3"))
         if big:
             d.update(n_embd=256, head_dim=64, n_ff=512)
     d.update(n_ctx_train=4096, rope_freqs=False, output_bias=False, tensor_types=None, chat_template=None, name=None)
@@ -176,7 +178,7 @@ def make_tiny_model(tmp_path, arch: str = "llama", wtype: str = "Q8_0", seed: in
             vector(p + "attn_q.bias", H * d, 0.0, 0.2)
             vector(p + "attn_k.bias", Hkv * d, 0.0, 0.2)
             vector(p + "attn_v.bias", Hkv * d, 0.0, 0.2)
-        if arch == "gemma3":
+        if arch in ("qwen3", "gemma3"):
             vector(p + "attn_q_norm.weight", d, 1.0, 0.1)
             vector(p + "attn_k_norm.weight", d, 1.0, 0.1)
         matrix(p + "attn_output", D, H * d)

@@ -115,6 +115,7 @@ class BenchResult:
     warmup_seconds: float = 0.0
     compile_seconds: float = 0.0
     weight_bytes_per_token: int = 0
+    read_gbs: float | None = None  # the machine's read bandwidth at this thread count (bandwidth.py)
 
     @property
     def test(self) -> str:
@@ -145,6 +146,12 @@ class BenchResult:
             return None
         return self.weight_bytes_per_token * self.avg_ts / 1e9
 
+    @property
+    def bandwidth_fraction(self) -> float | None:
+        """tg: weight bytes read per second over the machine's read bandwidth (1.0 = the limit)."""
+        gbs = self.weight_gbs
+        return None if gbs is None or not self.read_gbs else gbs / self.read_gbs
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d.update(
@@ -156,6 +163,7 @@ class BenchResult:
             stddev_ts=self.stddev_ts,
             samples_ts=self.samples_ts,
             weight_gbs=self.weight_gbs,
+            bandwidth_fraction=self.bandwidth_fraction,
         )
         return d
 
@@ -219,9 +227,13 @@ def run_bench(
     warmup: bool = True,
     seed: int = 1234,
     on_result: Callable[[BenchResult], None] | None = None,
+    bandwidth: bool = True,
 ) -> list[BenchResult]:
     """Run every (threads, depth, test) combination; tests are pp for each n_prompt > 0 and
-    tg for each n_gen > 0. `on_result` is called as each result is ready."""
+    tg for each n_gen > 0. `on_result` is called as each result is ready. With `bandwidth`,
+    tg rows carry the machine's read bandwidth (bandwidth.read_gbs: measured once per CPU and
+    thread count, then cached) to show how close decode is to it."""
+    from .bandwidth import read_gbs
     from .jit import get_threads, set_threads
 
     if reps < 1:
@@ -252,6 +264,7 @@ def run_bench(
                 filled: list = []
                 for p, n in tests:
                     r = BenchResult(
+                        read_gbs=read_gbs(n_threads) if bandwidth and n else None,
                         model=summary.desc,
                         size=summary.size,
                         n_params=summary.n_params,
@@ -280,7 +293,8 @@ def run_bench(
     return results
 
 
-MD_COLUMNS = ("model", "size", "params", "backend", "threads", "test", "t/s", "KV MiB", "peak RSS MiB", "weights GB/s")
+MD_COLUMNS = ("model", "size", "params", "backend", "threads", "test", "t/s", "KV MiB", "peak RSS MiB", "weights GB/s",
+              "of read BW")
 
 
 def markdown_row(r: BenchResult) -> list[str]:
@@ -296,6 +310,7 @@ def markdown_row(r: BenchResult) -> list[str]:
         f"{r.kv_mib:.2f}",
         f"{r.peak_rss_mib:.1f}",
         "" if gbs is None else f"{gbs:.2f}",
+        "" if r.bandwidth_fraction is None else f"{100 * r.bandwidth_fraction:.0f}% of {r.read_gbs:.1f}",
     ]
 
 

@@ -707,3 +707,25 @@ def _tensor_bytes(path: Path, name: str, ttype: GGMLType, shape, nbytes: int, da
             f"{path}: tensor {name!r} ({ttype.name}, shape {shape}) needs {nbytes} bytes of data, got {data.nbytes}"
         )
     return memoryview(np.ascontiguousarray(data)).cast("B")
+
+
+def drop_pages(view: np.ndarray) -> None:
+    """Done with (part of) a mapped tensor: drop its pages from this process, so that RSS does
+    not keep counting bytes already used (a repacked weight, a converted tensor). The data stays
+    in the page cache and on disk; touching it again just maps it back."""
+    root = view  # the array made directly on the mmap (slices of an np.memmap are np.memmaps too)
+    while root is not None and not isinstance(getattr(root, "base", None), mmap.mmap):
+        root = root.base
+    if root is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    mm = root.base
+    # np.memmap maps from an allocation-granularity boundary; its array starts `skew` bytes in
+    skew = getattr(root, "offset", 0) % mmap.ALLOCATIONGRANULARITY
+    addr = lambda a: a.__array_interface__["data"][0]
+    start = addr(view) - addr(root) + skew
+    end = start + view.nbytes
+    start -= start % mmap.PAGESIZE
+    try:
+        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (OSError, ValueError):
+        pass  # only an optimisation

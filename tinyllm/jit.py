@@ -40,6 +40,14 @@ def kernel_cache_dir() -> Path:
 
 numba.config.CACHE_DIR = str(kernel_cache_dir())  # before any decorator below runs
 
+# OpenMP threads that spin-wait for work collapse when the machine's cores are busy with other
+# processes (libgomp spins 300,000 rounds by default, and decode starts ~150 parallel regions
+# a token). A short bounded spin keeps the hand-off between kernels cheap on a quiet machine
+# and yields the core when it is needed elsewhere (benchmarks/bench_threads.py measures both).
+# A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins; libgomp reads them when it loads.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "10000"
+
 
 def jit_exact(*args, parallel=False, **kwargs):
     return numba.njit(*args, cache=True, nogil=True, error_model="numpy", parallel=parallel, **kwargs)
@@ -70,3 +78,89 @@ def get_threads() -> int:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def warm_marker(*parts: str) -> Path:
+    """A file in the kernel cache that says "the kernels for these parts are compiled on this
+    CPU": a first run creates it after compiling, later runs see it and skip compiling ahead."""
+    import llvmlite.binding as llvm
+
+    key = "|".join([llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), *parts])
+    return kernel_cache_dir() / "warm" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def touch_marker(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError:
+        pass  # a read-only cache only costs the next run a compile check
+
+
+def can_fork_workers() -> bool:
+    """Compiling in forked workers pays where there is a second core and fork (POSIX);
+    TINYLLM_COMPILE_AHEAD=0 turns it off."""
+    import multiprocessing
+
+    return (cpu_count() >= 2 and "fork" in multiprocessing.get_all_start_methods()
+            and os.environ.get("TINYLLM_COMPILE_AHEAD") != "0")
+
+
+class ForkedJobs:
+    """Zero-argument callables (compile jobs) run in up to n forked worker processes, dealt
+    biggest first (`weight(job)`) to the least loaded worker. A worker's results are its side
+    effects on Numba's on-disk cache; a job that raises ends its worker quietly, since whatever
+    it failed to compile is compiled again where it is needed. Use as a context manager; the
+    exit kills any worker still running.
+
+        with ForkedJobs(jobs, n) as work:
+            ...                      # this process goes on meanwhile
+            work.wait(on_done)       # on_done() once per finished job
+    """
+
+    def __init__(self, jobs, n: int, weight=lambda job: 1.0):
+        import multiprocessing
+
+        shares = [[] for _ in range(max(1, min(n, len(jobs))))]
+        loads = [0.0] * len(shares)
+        for job in sorted(jobs, key=weight, reverse=True):
+            i = loads.index(min(loads))
+            shares[i].append(job)
+            loads[i] += weight(job)
+        ctx = multiprocessing.get_context("fork")
+        self.workers = []
+        for share in (s for s in shares if s):
+            recv, send = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=self._work, args=(share, send), daemon=True)
+            p.start()
+            send.close()
+            self.workers.append((p, recv))
+
+    @staticmethod
+    def _work(share, conn):
+        for job in share:
+            try:
+                job()
+            except Exception:
+                return
+            conn.send(1)
+
+    def wait(self, on_done=None) -> None:
+        for p, recv in self.workers:
+            while True:
+                try:
+                    recv.recv()
+                except EOFError:
+                    break
+                if on_done is not None:
+                    on_done()
+            p.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for p, _ in self.workers:
+            if p.is_alive():
+                p.kill()
+                p.join()

@@ -10,6 +10,9 @@
    exp in float and sums in double, as llama.cpp's log_softmax.
 5. After each chunk the running PPL = exp(Σnll / count); the final estimate is
    PPL ± PPL·sqrt((mean(nll²) - mean(nll)²) / (count - 1)).
+6. With save_log_probs the tokens and the scored log-probabilities go to a file in
+   llama-perplexity's --kl-divergence-base format; tinyllm/kl_divergence.py compares another
+   (quantized) model against such a file.
 """
 from __future__ import annotations
 
@@ -49,6 +52,20 @@ def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return out
 
 
+def eval_chunk(model, chunk: np.ndarray, n_batch: int) -> np.ndarray:
+    """Logits (len(chunk), n_vocab) float32 of one chunk as llama-perplexity evaluates it: cache
+    cleared, the first token replaced by BOS when the vocabulary adds one, n_batch tokens per call."""
+    tok = model.tokenizer
+    chunk = np.array(chunk, dtype=np.int32)
+    if tok.add_bos:
+        chunk[0] = tok.bos_id
+    model.reset()
+    logits = np.empty((len(chunk), int(model.config.n_vocab)), dtype=np.float32)
+    for b in range(0, len(chunk), n_batch):
+        logits[b:b + n_batch] = model.forward(chunk[b:b + n_batch], all_logits=True)
+    return logits
+
+
 def perplexity(
     model,
     text: str,
@@ -58,9 +75,14 @@ def perplexity(
     n_batch: int | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
+    save_log_probs=None,
 ) -> PerplexityResult:
     """Run llama-perplexity's protocol on `text`. Callbacks: on_start(n_tokens, n_chunks)
-    once tokenized; progress(chunk_index, n_chunks, running_ppl) after each chunk."""
+    once tokenized; progress(chunk_index, n_chunks, running_ppl) after each chunk.
+
+    save_log_probs: a path; the tokens and every scored position's log-probabilities are written
+    there in llama-perplexity's --kl-divergence-base format (tinyllm.kl_divergence), and the
+    negative log-likelihoods come from that writer's float32 arithmetic, as in llama-perplexity."""
     if isinstance(n_ctx, bool) or int(n_ctx) != n_ctx or n_ctx < 4:
         raise UsageError(f"perplexity context must be an integer >= 4, got {n_ctx!r}")
     if int(model.kv.n_ctx) < n_ctx:
@@ -85,29 +107,39 @@ def perplexity(
     if on_start is not None:
         on_start(len(tokens), n_max)
     first = n_ctx // 2
-    add_bos = bool(tok.add_bos)
 
     nll_sum = nll2_sum = 0.0
     count = 0
     running: list[float] = []
     c0 = float(getattr(model, "compile_seconds", 0.0) or 0.0)
     t1 = time.perf_counter()
-    for i in range(n_max):
-        start = i * n_ctx
-        chunk = tokens[start:start + n_ctx].copy()
-        if add_bos:
-            chunk[0] = tok.bos_id
-        model.reset()
-        logits = np.empty((n_ctx, int(model.config.n_vocab)), dtype=np.float32)
-        for b in range(0, n_ctx, n_batch):
-            logits[b:b + n_batch] = model.forward(chunk[b:b + n_batch], all_logits=True)
-        nll = token_nll(logits[first:n_ctx - 1], tokens[start + first + 1:start + n_ctx])
-        nll_sum += float(nll.sum())
-        nll2_sum += float((nll * nll).sum())
-        count += len(nll)
-        running.append(math.exp(nll_sum / count))
-        if progress is not None:
-            progress(i, n_max, running[-1])
+    writer = None
+    if save_log_probs is not None:
+        from .kl_divergence import KLBaseWriter, compress_log_probs
+
+        writer = KLBaseWriter(save_log_probs, n_ctx, int(model.config.n_vocab), tokens[: n_max * n_ctx])
+    try:
+        for i in range(n_max):
+            start = i * n_ctx
+            logits = eval_chunk(model, tokens[start:start + n_ctx], n_batch)
+            targets = tokens[start + first + 1:start + n_ctx]
+            if writer is None:
+                nll = token_nll(logits[first:n_ctx - 1], targets)
+            else:
+                rows, nll = compress_log_probs(logits[first:n_ctx - 1], targets)
+                writer.write_chunk(rows)
+            nll_sum += float(nll.sum())
+            nll2_sum += float((nll * nll).sum())
+            count += len(nll)
+            running.append(math.exp(nll_sum / count))
+            if progress is not None:
+                progress(i, n_max, running[-1])
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
     seconds = time.perf_counter() - t1
     compile_s = float(getattr(model, "compile_seconds", 0.0) or 0.0) - c0
 

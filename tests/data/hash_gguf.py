@@ -14,14 +14,18 @@ from pathlib import Path
 
 import gguf
 
+# what llama-quantize --imatrix adds (absent from files made without one)
+IMATRIX_KEYS = ("quantize.imatrix.file", "quantize.imatrix.dataset", "quantize.imatrix.entries_count",
+                "quantize.imatrix.chunks_count")
+
 
 def describe(path: Path) -> dict:
     r = gguf.GGUFReader(path)
     md = {}
-    for key in ("general.file_type", "general.quantization_version"):
+    for key in ("general.file_type", "general.quantization_version", *IMATRIX_KEYS):
         f = r.fields.get(key)
         if f is not None:
-            md[key] = int(f.parts[f.data[0]][0])
+            md[key] = f.contents()
     return {
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "metadata": md,

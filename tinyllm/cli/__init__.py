@@ -12,7 +12,7 @@ import traceback
 
 from ..errors import TinyLLMError
 
-COMMANDS = ["chat", "run", "bench", "perplexity", "quantize", "info", "tokenize"]  # module cli/<name>_command.py each
+COMMANDS = ["chat", "run", "bench", "perplexity", "quantize", "imatrix", "info", "tokenize"]  # module cli/<name>_command.py each
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,6 +54,15 @@ def run(args):
 
     model = load(resolve_model(args.model), n_ctx=max(n_ctx, 1), threads=threads[0], kv_type=kv_type)
     err = sys.stderr
+    seconds = model.warmup(notice=err)
+    print(f"bench: kernels ready in {seconds:.2f} s (JIT compile or cache load, not counted below)", file=err, flush=True)
+    if max(n_gen) > 0:
+        from ..bandwidth import cached_read_gbs, read_gbs
+
+        for n in threads:
+            if cached_read_gbs(n) is None:
+                print(f"bench: measuring the memory read bandwidth with {n} thread(s) (once)...", file=err, flush=True)
+                print(f"bench: {read_gbs(n):.1f} GB/s", file=err, flush=True)
 
     def on_result(r):
         print(

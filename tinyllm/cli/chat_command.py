@@ -12,7 +12,7 @@ def register(sub):
         '""" to write several lines; Ctrl+C stops a reply; /help lists the commands; Ctrl+D or /bye '
         "leaves. With stdin piped, the piped text is answered once and the command exits.",
     )
-    options.add_model_args(p)
+    options.add_model_args(p, positional=True, default_help=options.DEFAULT_CHAT_MODEL_HELP)
     p.add_argument(
         "-n", "--max-tokens", "--n-predict", dest="max_tokens", type=int, default=None,
         help="most tokens per reply; -1 until end of turn or a full context "
@@ -50,7 +50,7 @@ def run(args):
     text = sys.stdin.read() if piped else None
     if piped and not text.strip():
         raise UsageError("stdin is not a terminal and gave no text: pipe a message, or run in a terminal")
-    model = options.load_model(args)
+    model = options.load_model(args, chat=True)
     template, notice = templates.choose(
         model.gguf.metadata, "raw" if args.raw else args.template, origin=str(model.path)
     )

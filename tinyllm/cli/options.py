@@ -12,9 +12,17 @@ from ..errors import UsageError
 KV_TYPES = ("f16", "f32", "q8_0")
 
 
-def add_model_args(p: argparse.ArgumentParser, *, ctx_default: int | None = 4096, model_flag: bool = True) -> None:
+DEFAULT_MODEL_HELP = "Gemma 3 270M Q4_K_M"
+DEFAULT_CHAT_MODEL_HELP = "SmolLM2 135M Instruct Q4_1"
+
+
+def add_model_args(p: argparse.ArgumentParser, *, ctx_default: int | None = 4096, model_flag: bool = True,
+                   positional: bool = False, default_help: str = DEFAULT_MODEL_HELP) -> None:
+    """-m/--model (and with positional=True a MODEL argument meaning the same), -t, -c, --kv-type."""
+    if positional:
+        p.add_argument("model_arg", nargs="?", metavar="MODEL", help=f"GGUF model file (default: {default_help})")
     if model_flag:
-        p.add_argument("-m", "--model", metavar="MODEL", help="GGUF model file (default: Gemma 3 270M Q4_K_M)")
+        p.add_argument("-m", "--model", metavar="MODEL", help=f"GGUF model file (default: {default_help})")
     p.add_argument("-t", "--threads", metavar="N", help="threads for the kernels (default: all cores)")
     if ctx_default is not None:
         p.add_argument(
@@ -92,14 +100,34 @@ def check_ctx(n_ctx: int) -> int:
     return n_ctx
 
 
-def load_model(args, *, n_ctx: int | None = None):
-    """Validate the shared options, then load the model (the slow part comes last)."""
+def read_text_file(path) -> str:
+    """A -f text as llama.cpp's tools read it: the bytes as they are (no newline translation),
+    less one trailing newline."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    return text[:-1] if text.endswith("\n") else text
+
+
+def model_arg(args):
+    """The model named by -m or the MODEL argument (giving both, different, is an error)."""
+    flag, pos = getattr(args, "model", None), getattr(args, "model_arg", None)
+    if flag is not None and pos is not None and flag != pos:
+        raise UsageError(f"two models given: {pos} and -m {flag}")
+    return flag if flag is not None else pos
+
+
+def load_model(args, *, n_ctx: int | None = None, chat: bool = False):
+    """Validate the shared options, then load the model (the slow part comes last); without
+    -m, the default model (chat: the default chat model)."""
     from ..default_model import resolve_model
 
     threads = parse_threads(getattr(args, "threads", None))
     kv_type = parse_kv_type(getattr(args, "kv_type", "f16"))
     n_ctx = check_ctx(n_ctx if n_ctx is not None else args.n_ctx)
-    path = resolve_model(getattr(args, "model", None))
+    path = resolve_model(model_arg(args), chat=chat)
     from ..model import load
 
     return load(path, n_ctx=n_ctx, threads=threads, kv_type=kv_type)

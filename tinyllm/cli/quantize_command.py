@@ -12,12 +12,18 @@ types (any case; approximate bits per weight on Llama-3-8B):
   Q5_K_S  ~5.5 bpw  Q5_K; Q6_K for output
   Q6_K    ~6.6 bpw  Q6_K everywhere
   Q8_0    ~8.5 bpw  Q8_0 everywhere (nearly lossless)
+  Q3_K_L, Q3_K_M (alias Q3_K), Q3_K_S  ~4.3/3.9/3.6 bpw  Q3_K with Q4_K-Q5_K where it matters
+  Q2_K    ~3.2 bpw  Q2_K with Q3_K for attn_v/attn_output/ffn_down; Q2_K_S needs --imatrix
   Q5_0, Q4_0, Q5_1, Q4_1  legacy 32-weight blocks
+  IQ4_XS, IQ4_NL, IQ3_M, IQ3_S, IQ3_XS, IQ3_XXS, IQ2_M, IQ2_S, IQ2_XS, IQ2_XXS, IQ1_M, IQ1_S
+                    llama.cpp's i-quant mixtures (the XXS/XS/IQ2/IQ1 ones need --imatrix)
   F16, BF16, F32    float copies (dequantizes a quantized input)
+--imatrix FILE (llama-imatrix's output) weighs each tensor's columns by the mean squared
+activation, as llama-quantize does; tensors without an entry are quantized without one.
 Rows whose length is not a multiple of 256 fall back as llama.cpp does
-(Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0, F16 if not even a multiple of 32); --no-fallback refuses.
-1-D tensors and norms keep their type. Without OUT the file is written beside IN,
-named after IN and TYPE (model-f32.gguf -> model-Q4_K_M.gguf).
+(Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0, Q2_K/Q3_K->Q4_0, IQ types->IQ4_NL, F16 if not even a
+multiple of 32); --no-fallback refuses. 1-D tensors and norms keep their type. Without OUT
+the file is written beside IN, named after IN and TYPE (model-f32.gguf -> model-Q4_K_M.gguf).
 """
 
 
@@ -40,6 +46,11 @@ def register(sub):
     p.add_argument("--token-embedding-type", metavar="T", help="type for token_embd.weight (e.g. q8_0)")
     p.add_argument("--tensor-type", metavar="REGEX=T", action="append", default=[],
                    help="type for tensors whose name matches REGEX (first match wins; repeatable)")
+    p.add_argument("--imatrix", metavar="FILE", help="importance matrix (llama-imatrix's .gguf or legacy .dat)")
+    p.add_argument("--include-weights", metavar="NAME", action="append", default=[],
+                   help="use the imatrix only for tensors whose name contains NAME (repeatable)")
+    p.add_argument("--exclude-weights", metavar="NAME", action="append", default=[],
+                   help="do not use the imatrix for tensors whose name contains NAME (repeatable)")
     p.add_argument("--allow-requantize", action="store_true",
                    help="allow quantizing an already quantized input (loses quality)")
     p.add_argument("--no-fallback", action="store_true",
@@ -92,6 +103,16 @@ class _Progress:
         if self.bar:
             self._draw(ev)
 
+    def compiling(self, done: int, total: int) -> None:
+        """A first run compiles the quantizers before the first tensor: say so."""
+        if not self.bar:
+            if done == 0:
+                print(f"compiling {total} quantizer(s) (first run only)...", file=sys.stderr, flush=True)
+            return
+        n = 30 * done // max(total, 1)
+        sys.stderr.write(f"\r\033[Kcompiling quantizers (first run only) [{'#' * n}{'.' * (30 - n)}] {done}/{total}")
+        sys.stderr.flush()
+
     def _draw(self, ev) -> None:
         frac = ev.done_bytes / ev.total_bytes if ev.total_bytes else 1.0
         elapsed = time.perf_counter() - self.t0
@@ -133,7 +154,8 @@ def run(args):
     options = dict(
         pure=args.pure, leave_output_tensor=args.leave_output_tensor, output_tensor_type=args.output_tensor_type,
         token_embedding_type=args.token_embedding_type, tensor_types=args.tensor_type, no_fallback=args.no_fallback,
-        threads=args.threads,
+        threads=args.threads, imatrix=args.imatrix, include_weights=args.include_weights,
+        exclude_weights=args.exclude_weights,
     )
     if args.dry_run:
         stats = quantize_file(src, dst, ftype, dry_run=True, **options)
@@ -150,6 +172,9 @@ def run(args):
         if _requantized(plan) and not args.allow_requantize:
             _warn(f"the input is quantized ({type_name(_requantized(plan)[0].src_type)}); "
                   f"the real run needs --allow-requantize")
+        if plan.needs_imatrix and stats.imatrix is None:
+            _warn(f"the real run needs an importance matrix (--imatrix): e.g. {plan.needs_imatrix[0].name} "
+                  f"would be {type_name(plan.needs_imatrix[0].dst_type)}")
     else:
         progress = []
 
@@ -157,11 +182,13 @@ def run(args):
             # every check has passed: show the warnings, then one line per tensor as it is done
             _report_plan(plan, args)
             print(f"quantizing {src} -> {dst} as {ftype.name} (general.file_type {ftype.file_type})", flush=True)
+            _report_imatrix(plan, args)
             progress.append(_Progress(plan, args.quiet))
 
         try:
             stats = quantize_file(src, dst, ftype, allow_requantize=args.allow_requantize, force=args.force,
-                                  on_plan=on_plan, progress=lambda ev: progress[0](ev), **options)
+                                  on_plan=on_plan, progress=lambda ev: progress[0](ev),
+                                  on_compile=lambda done, total: progress[0].compiling(done, total), **options)
         finally:
             if progress:
                 progress[0].finish()
@@ -176,6 +203,23 @@ def run(args):
         print(f"wrote {stats.dst} ({stats.file_nbytes} bytes) in {stats.seconds:.2f} s "
               f"with {stats.threads} thread(s)")
     return 0
+
+
+def _report_imatrix(plan, args) -> None:
+    """Which converted tensors get importance weights (llama-quantize logs the others one by one)."""
+    if args.imatrix is None:
+        return
+    converted = [t for t in plan.tensors if t.converts]
+    used = [t for t in converted if t.imatrix]
+    print(f"importance matrix {args.imatrix}: weights for {len(used)} of {len(converted)} converted tensors",
+          flush=True)
+    if not used and (args.include_weights or args.exclude_weights):
+        _warn("--include-weights / --exclude-weights left no entry of the importance matrix: "
+              "quantizing as without one")
+    if not args.quiet:
+        for t in converted:
+            if not t.imatrix:
+                print(f"  no importance weights for {t.name}", flush=True)
 
 
 def _requantized(plan):

@@ -12,7 +12,7 @@ def register(sub):
         description="Generate a continuation of a prompt. Text goes to stdout as it is generated; "
         "the KV cache report and timings go to stderr.",
     )
-    options.add_model_args(p)
+    options.add_model_args(p, positional=True)
     src = p.add_mutually_exclusive_group()
     src.add_argument("-p", "--prompt", metavar="TEXT", help="the prompt; '-' reads it from stdin")
     src.add_argument("-f", "--file", metavar="FILE", help="read the prompt from a file")

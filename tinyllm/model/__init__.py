@@ -10,7 +10,7 @@ from .core import Model
 
 
 def load(path=None, n_ctx: int = 4096, threads: int | None = None, kv_type: str = "f16", n_ubatch: int = 512) -> Model:
-    """Load a llama / qwen2 / gemma3 GGUF (path None: the default Gemma 3 270M model).
+    """Load a llama / qwen2 / qwen3 / gemma3 GGUF (path None: the default model).
 
     n_ctx is rounded up to a multiple of 256 as llama.cpp does (model.kv.n_ctx holds the value
     used); kv_type is "f16", "f32" or "q8_0"; threads sets the kernels' thread count (None

@@ -1,4 +1,4 @@
-"""ModelConfig: the hyperparameters of a llama / qwen2 / gemma3 GGUF, read once from its metadata.
+"""ModelConfig: the hyperparameters of a llama / qwen2 / qwen3 / gemma3 GGUF, read once from its metadata.
 
 Keys and defaults follow spec/architectures.md §1.6; per-architecture rules follow §2.1–§2.4.
 """
@@ -9,11 +9,11 @@ import numpy as np
 
 from ..errors import ModelError
 
-SUPPORTED_ARCHS = ("llama", "qwen2", "gemma3")
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 
 # RoPE pairing per architecture (§2.2): llama GGUFs are permuted for adjacent pairs,
-# qwen2 and gemma3 rotate halves.
-ROPE_NEOX = {"llama": False, "qwen2": True, "gemma3": True}
+# qwen2, qwen3 and gemma3 rotate halves (llama.cpp's llama_model_rope_type).
+ROPE_NEOX = {"llama": False, "qwen2": True, "qwen3": True, "gemma3": True}
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class ModelConfig:
         rope_base_swa = rope_base
         attn_scale = 1.0 / math.sqrt(head_dim)
         embd_scale = 1.0
-        if arch in ("llama", "qwen2") and key("attention.scale") in md:
+        if arch in ("llama", "qwen2", "qwen3") and key("attention.scale") in md:
             attn_scale = float(md[key("attention.scale")])
         if arch == "gemma3":
             n_swa = int(md.get(key("attention.sliding_window"), 0) or 0)

@@ -5,8 +5,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..jit import touch_marker
 from . import forward as fw
 from . import ops
+from .compile_ahead import compile_ahead, warm_marker
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .weights import Weights
@@ -82,22 +84,26 @@ class Model:
 
     def warmup(self, notice=None) -> float:
         """Compile (or load from Numba's cache) every kernel the forward pass uses, for decode and
-        prefill, and return the seconds that took. Runs a 2-token prefill and a 1-token decode
-        twice and counts the first run's extra time; the cache is left empty.
+        prefill, and return the seconds that took. A first run compiles on every core
+        (compile_ahead); then a 2-token prefill and a 1-token decode run twice, and the first
+        run's extra time counts too. The cache is left empty.
 
-        notice: a text stream; when it is a terminal, a line says what is going on while this
-        runs (a first-ever compile takes ~20 s) and is erased afterwards."""
+        notice: a text stream; when it is a terminal, a first run shows a progress line there
+        (erased afterwards)."""
         if self.compile_seconds is not None:
             return self.compile_seconds
-        n_past = self.kv.n_past
-        if n_past:
+        if self.kv.n_past:
             raise UsageError("warmup() must run before the first forward (the KV cache is not empty)")
-        tty = notice is not None and notice.isatty()
-        if tty:
-            notice.write("preparing the kernels (the first run compiles them, about 20 s; later runs load them)...")
+        t0 = time.perf_counter()
+        marker = warm_marker(self)
+        cold = not marker.exists()
+        line = cold and not compile_ahead(self, notice) and notice is not None and notice.isatty()
+        ahead = time.perf_counter() - t0
+        if line:  # one process compiles everything: say so while it does
+            notice.write("compiling kernels (first run only, one core: about 30 s)...")
             notice.flush()
+        runs = []
         try:
-            runs = []
             for _ in range(2):
                 t0 = time.perf_counter()
                 self._forward(np.zeros(2, np.int32), False)
@@ -105,10 +111,11 @@ class Model:
                 runs.append(time.perf_counter() - t0)
                 self.kv.reset()
         finally:
-            if tty:
+            if line:
                 notice.write("\r\x1b[K")
                 notice.flush()
-        self.compile_seconds = max(0.0, runs[0] - runs[1])
+        self.compile_seconds = ahead + max(0.0, runs[0] - runs[1])
+        touch_marker(marker)
         return self.compile_seconds
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:

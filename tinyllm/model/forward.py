@@ -3,13 +3,64 @@
 Shapes: T tokens in the ubatch, D = n_embd, H / Hkv heads, d = head_dim, F = n_ff.
 Buffers come from a Scratch sized for T (the decode one, T = 1, is made once at load);
 matmul writes into them, so the decode path allocates almost nothing.
+
+`observe_matmuls(model, fn)` lets fn(weight_name, x) see the float32 input of every matmul
+(`tinyllm imatrix` collects Σx² per column this way); without an observer a matmul pays one
+truth test of an empty dict.
 """
 import math
+from contextlib import contextmanager
 
 import numpy as np
 
-from ..quants.matmul import get_rows, matmul
+from ..errors import UsageError
+from ..quants.matmul import get_rows
+from ..quants.matmul import matmul as _quants_matmul
 from . import ops
+
+_observers: dict = {}  # id(QMatrix) -> fn(name, x) while an observe_matmuls block runs
+_skip_products = False  # True inside matmuls_skipped()
+
+
+def matmul(w, x, out=None):
+    """quants.matmul.matmul, showing x (T, n_in) first to the observer attached to w, if any."""
+    if _skip_products:
+        if out is None:
+            return np.zeros((x.shape[0], w.n_out), np.float32)
+        out[...] = 0
+        return out
+    if _observers:
+        fn = _observers.get(id(w))
+        if fn is not None:
+            fn(w.name, x)
+    return _quants_matmul(w, x, out=out)
+
+
+@contextmanager
+def observe_matmuls(m, fn):
+    """Within the block, fn(weight_name, x) is called with the input x (T, n_in) float32 of every
+    matmul of model m, before the product (x must not be kept: it is a scratch buffer)."""
+    ids = [id(w) for _, w in m.weights.matrices()]
+    if any(i in _observers for i in ids):
+        raise UsageError(f"the matmuls of {m.path.name} are already observed")
+    _observers.update(dict.fromkeys(ids, fn))
+    try:
+        yield
+    finally:
+        for i in ids:
+            _observers.pop(i, None)
+
+
+@contextmanager
+def matmuls_skipped():
+    """Within the block every matmul returns zeros: a forward pass that compiles every other
+    kernel (compile_ahead) without computing, or compiling, the products."""
+    global _skip_products
+    _skip_products = True
+    try:
+        yield
+    finally:
+        _skip_products = False
 
 
 class Scratch:
@@ -49,7 +100,8 @@ def forward_layers(m, buf: Scratch, pos0: int):
 
 
 def llama_layer(m, lw, buf: Scratch, pos0: int):
-    """LLaMA (§2.1) and Qwen2 (§2.3: q/k/v biases, NEOX RoPE) block."""
+    """LLaMA (§2.1), Qwen2 (§2.3: q/k/v biases, NEOX RoPE) and Qwen3 (per-head RMSNorm of q and k
+    before RoPE, no biases) block."""
     cfg, kv = m.config, m.kv
     T, H, Hkv, d, eps = buf.T, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.norm_eps
     x, h = buf.x, buf.h
@@ -62,9 +114,11 @@ def llama_layer(m, lw, buf: Scratch, pos0: int):
         k += lw.attn_k_bias
         v += lw.attn_v_bias
     q3, k3 = q.reshape(T, H, d), k.reshape(T, Hkv, d)
-    # RoPE on q and k: adjacent pairs for llama, halves for qwen2 (§2.2)
-    ops.head_norm_rope(q3, m.no_norm, False, eps, buf.cos, buf.sin, cfg.rope_neox, 1.0)
-    ops.head_norm_rope(k3, m.no_norm, False, eps, buf.cos, buf.sin, cfg.rope_neox, 1.0)
+    # (qwen3: RMSNorm per head * q_norm / k_norm, then) RoPE on q and k: adjacent pairs for
+    # llama, halves for qwen2/qwen3 (§2.2)
+    qk_norm = lw.attn_q_norm is not None
+    ops.head_norm_rope(q3, lw.attn_q_norm if qk_norm else m.no_norm, qk_norm, eps, buf.cos, buf.sin, cfg.rope_neox, 1.0)
+    ops.head_norm_rope(k3, lw.attn_k_norm if qk_norm else m.no_norm, qk_norm, eps, buf.cos, buf.sin, cfg.rope_neox, 1.0)
     kv.store(lw.il, k3, v.reshape(T, Hkv, d), pos0)  # K/V cells of these positions
     o3 = buf.o.reshape(T, H, d)
     kv.attend(lw.il, o3, q3, pos0, cfg.attn_scale)  # softmax(q·Kᵀ/sqrt(d) + mask)·V  [T, H, d]

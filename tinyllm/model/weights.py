@@ -4,11 +4,11 @@ Every weight matrix is a QMatrix over the memory-mapped file (its quantized bloc
 float copy). Norm weights and biases are small float32 vectors (zero-copy views for F32).
 A `.bias` tensor becomes the attribute `<name>_bias` (`blk[i].attn_q_bias`).
 """
-import mmap
 
 import numpy as np
 
 from ..errors import ModelError
+from ..gguf_io import drop_pages
 from ..quants.matmul import QMatrix
 from ..quants.types import GGMLType
 
@@ -18,6 +18,7 @@ class Layer:
 
     # optional tensors default to absent
     attn_q_bias = attn_k_bias = attn_v_bias = attn_output_bias = None
+    attn_q_norm = attn_k_norm = None
 
     def __init__(self, il: int):
         self.il = il
@@ -27,7 +28,8 @@ class Layer:
 
 
 def _tensor_specs(cfg):
-    """(name, kind, shape, required) of each tensor per arch (§2.1, §2.3, §2.4); kind 'm' = matrix,
+    """(name, kind, shape, required) of each tensor per arch (§2.1, §2.3, §2.4; qwen3 is qwen2 without
+    biases plus per-head q/k norms, llama.cpp src/models/qwen3.cpp); kind 'm' = matrix,
     'v' = float vector. Shapes are numpy order (n_out, n_in)."""
     D, F, V, d = cfg.n_embd, cfg.n_ff, cfg.n_vocab, cfg.head_dim
     q_dim, kv_dim = cfg.n_head * d, cfg.n_head_kv * d
@@ -37,7 +39,7 @@ def _tensor_specs(cfg):
         ("output.weight", "m", (V, D), False),  # absent: tied to token_embd
     ]
     if cfg.arch == "llama":
-        top.append(("rope_freqs.weight", "v", (cfg.n_rot // 2,), False))
+        top.append(("rope_freqs.weight", "v", (cfg.n_rot // 2,), False))  # Llama 3.x RoPE scaling
     if cfg.arch == "qwen2":
         top.append(("output.bias", "v", (V,), False))
     layer = [
@@ -60,10 +62,13 @@ def _tensor_specs(cfg):
         ]
         if cfg.arch == "llama":
             layer.append(("attn_output.bias", "v", (D,), False))
-    if cfg.arch == "gemma3":
+    if cfg.arch in ("qwen3", "gemma3"):  # per-head RMSNorm of q and k
         layer += [
             ("attn_q_norm.weight", "v", (d,), True),
             ("attn_k_norm.weight", "v", (d,), True),
+        ]
+    if cfg.arch == "gemma3":
+        layer += [
             ("post_attention_norm.weight", "v", (D,), True),
             ("post_ffw_norm.weight", "v", (D,), True),
         ]
@@ -81,20 +86,6 @@ def _vector(info, where) -> np.ndarray:
     if info.type == GGMLType.F16:
         return info.array().astype(np.float32)
     raise ModelError(f"{where}: tensor {info.name} has type {info.type.name}; norm weights and biases must be F32 or F16")
-
-
-def _release_pages(gguf, info):
-    """Drop the resident pages of a tensor's mapped bytes once its QMatrix holds what the kernels
-    read (a load-time repack): otherwise the file's pages stay counted in RSS next to the repack.
-    The mapping is read-only and file-backed, so a later access (get_rows) just re-reads them."""
-    mm = getattr(gguf._data_map(), "_mmap", None)
-    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    start = info.offset // mmap.PAGESIZE * mmap.PAGESIZE
-    try:
-        mm.madvise(mmap.MADV_DONTNEED, start, info.offset + info.nbytes - start)
-    except (OSError, ValueError):
-        pass  # only a memory optimisation
 
 
 class Weights:
@@ -125,7 +116,7 @@ class Weights:
             except ModelError as e:
                 raise ModelError(f"{where}: {e}") from None
             if info.type not in (GGMLType.F32, GGMLType.F16, GGMLType.BF16):
-                _release_pages(gguf, info)
+                drop_pages(info.data)  # the kernels read the repack; get_rows maps rows back
             return m
 
         for name, kind, shape, required in top:

@@ -1,6 +1,7 @@
 """`tinyllm quantize`: float GGUF checkpoints to every llama-quantize type, byte-identical to it.
 
     rules.py      which type each tensor gets (llama-quantize's mixtures, fallbacks, overrides)
+    imatrix.py    importance-matrix files (llama-imatrix's GGUF and legacy formats) -> per-tensor weights
     pipeline.py   read, convert tensor by tensor with the block code of `tinyllm.quants`, write atomically
 
 The package itself is callable, so `tinyllm.quantize(src, dst, "Q4_K_M")` is

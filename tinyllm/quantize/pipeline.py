@@ -3,7 +3,9 @@
     plan_file(src, type_name, **options)            -> QuantPlan   (nothing converted: --dry-run)
     quantize_file(src, dst, type_name, **options)   -> QuantizeStats
 
-Types come from `rules` (llama-quantize's mixtures, §5); the block code is the project's
+Types come from `rules` (llama-quantize's mixtures, §5); an importance matrix (`imatrix=`,
+`imatrix.py`) gives each tensor that has an entry its per-column weights, switches the rules
+that look at it and is named in the output's metadata, as llama-quantize does. The block code is the project's
 own (the type modules of `tinyllm.quants`, bit-exact with ggml), so a Q4_K_M made here is byte-identical to
 llama-quantize's. Tensors are produced one at a time, just before `write_gguf` writes them,
 so memory holds one converted tensor at a time; the input stays memory-mapped.
@@ -13,7 +15,6 @@ are in the returned plan, and the summary figures are in QuantizeStats.
 """
 from __future__ import annotations
 
-import mmap
 import os
 import re
 import time
@@ -24,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import GGUFError, QuantizationError, UsageError
+from ..gguf_io import drop_pages
 from .rules import (
     FTYPE_ALIASES,
     FTYPES,
@@ -68,6 +70,7 @@ class QuantizeStats:
     seconds: float  # wall time of the whole conversion and write
     file_nbytes: int  # size of the written file (0 for a dry run)
     threads: int
+    imatrix: "Imatrix | None" = None  # the importance matrix used (entries after include/exclude)
 
     @property
     def src_nbytes(self) -> int:
@@ -123,7 +126,7 @@ def _as_type(t) -> GGMLType | None:
     return parse_type(str(t))
 
 
-def _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type, tensor_types) -> QuantOptions:
+def _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type, tensor_types, imx=None) -> QuantOptions:
     overrides = tuple(
         parse_tensor_type_override(o) if isinstance(o, str) else (str(o[0]), _as_type(o[1]))
         for o in (tensor_types or ())
@@ -134,6 +137,7 @@ def _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type
         output_tensor_type=_as_type(output_tensor_type),
         token_embedding_type=_as_type(token_embedding_type),
         tensor_types=overrides,
+        has_imatrix=imx is not None,
     )
 
 
@@ -174,11 +178,76 @@ def _plan(gf, ftype: FType, opts: QuantOptions, no_fallback: bool) -> QuantPlan:
     return plan
 
 
+def _load_imatrix(imatrix, include_weights, exclude_weights) -> "Imatrix | None":
+    """The entries llama-quantize would use, or None: no file, or none left after the filters
+    (llama-quantize then runs as without an imatrix). Non-finite values are refused."""
+    from .imatrix import Imatrix, load_imatrix, select_entries
+
+    if (include_weights or exclude_weights) and imatrix is None:
+        raise UsageError("--include-weights / --exclude-weights need an importance matrix (--imatrix)")
+    if imatrix is None:
+        return None
+    imx = imatrix if isinstance(imatrix, Imatrix) else load_imatrix(imatrix)
+    if not isinstance(imatrix, Imatrix):
+        imx.path = imatrix  # as given: llama-quantize writes the argument itself into the metadata
+    imx = select_entries(imx, include_weights, exclude_weights)
+    if not imx.entries:
+        return None
+    for name, e in imx.entries.items():
+        w = e.weights()
+        if not np.isfinite(w).all():
+            bad = float(w[~np.isfinite(w)][0])
+            raise QuantizationError(f"{imx.path}: imatrix entry {name} holds a non-finite value ({bad})")
+    return imx
+
+
+def _imatrix_for_tensors(plan: QuantPlan, imx, ftype: FType) -> dict:
+    """tensor name -> its quant_weights for every converted tensor that gets some; refuses what
+    llama-quantize refuses: a type that needs an imatrix without one (llama-quantize's list and
+    every TypeSpec.needs_imatrix), and an entry whose size does not match its tensor."""
+    from ..quants.registry import TYPES
+
+    if imx is None:
+        if plan.needs_imatrix:
+            t = plan.needs_imatrix[0]
+            raise QuantizationError(
+                f"{ftype.name} needs an importance matrix (--imatrix): tensor {t.name} would be "
+                f"{type_name(t.dst_type)}, which llama-quantize does not write without one")
+    out = {}
+    for t in plan.tensors:
+        if not t.converts:
+            continue
+        w = None if imx is None else imx.weights(t.name)
+        if w is not None:
+            n_mat = t.ne[2] if len(t.ne) > 2 else 1
+            if w.size != t.ne[0] * n_mat:
+                if t.name not in ("token_embd.weight", "per_layer_token_embd.weight"):
+                    raise QuantizationError(
+                        f"{imx.path}: imatrix entry {t.name} has {w.size} values, but the tensor needs "
+                        f"{t.ne[0] * n_mat} ({t.ne[0]} columns x {n_mat} matrices)")
+                w = None  # llama-quantize warns and quantizes token_embd without one
+        spec = TYPES.get(t.dst_type)
+        if w is None and imx is not None and t.requires_imatrix:
+            raise QuantizationError(
+                f"{imx.path}: no importance matrix entry for tensor {t.name}, which {type_name(t.dst_type)} "
+                f"needs (a very low-bit quantization)")
+        if w is None and spec is not None and spec.needs_imatrix:
+            raise QuantizationError(
+                f"tensor {t.name}: quantizing to {type_name(t.dst_type)} needs an importance matrix entry "
+                f"for it" + ("" if imx is not None else " (--imatrix)"))
+        if w is not None:
+            out[t.name] = w
+            t.imatrix = spec is not None and spec.uses_imatrix
+    return out
+
+
 def plan_file(src, type_name: str | FType, *, pure=False, leave_output_tensor=False, output_tensor_type=None,
-              token_embedding_type=None, tensor_types=(), no_fallback=False) -> QuantPlan:
+              token_embedding_type=None, tensor_types=(), no_fallback=False, imatrix=None,
+              include_weights=(), exclude_weights=()) -> QuantPlan:
     """The per-tensor types `quantize_file` would use, without converting anything (--dry-run)."""
     ftype = type_name if isinstance(type_name, FType) else parse_ftype(type_name)
-    opts = _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type, tensor_types)
+    imx = _load_imatrix(imatrix, include_weights, exclude_weights)
+    opts = _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type, tensor_types, imx)
     with _open(src) as gf:
         return _plan(gf, ftype, opts, no_fallback)
 
@@ -213,16 +282,35 @@ def _check_requantize(src: Path, plan: QuantPlan, allow: bool) -> None:
                 f"compared with quantizing from F32/F16/BF16 weights. Pass --allow-requantize to do it anyway")
 
 
-def _out_metadata(gf, ftype: FType):
-    """Input metadata with value types kept; split keys dropped; version and file_type last, as llama.cpp."""
+
+def _c_str127(s: str) -> str:
+    """strncpy into llama-quantize's 128-byte override value: at most 127 bytes (of UTF-8)."""
+    return s.encode("utf-8", "surrogateescape")[:127].decode("utf-8", "surrogateescape")
+
+
+def _out_metadata(gf, ftype: FType, imx=None):
+    """Input metadata with value types kept; split keys dropped; version and file_type last, as
+    llama.cpp, then with an imatrix the four quantize.imatrix.* keys llama-quantize adds."""
     from ..gguf_io import GGUFValueType
 
     drop = set(_SPLIT_KEYS) | {_QNT_KEY, _FTYPE_KEY}
+    extra = {}
+    if imx is not None:  # llama-quantize's --override-kv entries: set (moved to the end) in this order
+        extra["quantize.imatrix.file"] = (_c_str127(os.fsdecode(imx.path)), GGUFValueType.STRING)
+        if imx.datasets:
+            extra["quantize.imatrix.dataset"] = (_c_str127(str(imx.datasets[0])), GGUFValueType.STRING)
+        extra["quantize.imatrix.entries_count"] = (len(imx.entries), GGUFValueType.UINT32)
+        if imx.chunk_count > 0:
+            extra["quantize.imatrix.chunks_count"] = (int(imx.chunk_count), GGUFValueType.UINT32)
+    drop |= set(extra)
     metadata = {k: v for k, v in gf.metadata.items() if k not in drop}
     value_types = {k: v for k, v in gf.value_types.items() if k not in drop}
     metadata[_QNT_KEY] = GGML_QNT_VERSION
     metadata[_FTYPE_KEY] = ftype.file_type
     value_types[_QNT_KEY] = value_types[_FTYPE_KEY] = (GGUFValueType.UINT32, None)
+    for k, (v, vt) in extra.items():
+        metadata[k] = v
+        value_types[k] = (vt, None)
     return metadata, value_types
 
 
@@ -247,11 +335,13 @@ def _bad_value(x: np.ndarray) -> tuple[int, int, float] | None:
     return int(r), int(c), float(x[r, c])
 
 
-def convert_tensor(info, dst_type: GGMLType, threads: int | None = None) -> np.ndarray:
+def convert_tensor(info, dst_type: GGMLType, threads: int | None = None, imatrix=None) -> np.ndarray:
     """One tensor's data in `dst_type`: uint8 (n_rows, row_nbytes); the mapped bytes when unchanged.
 
-    Rows go through in chunks of ~64 MiB of float32, and each chunk's input pages are dropped
-    once it is converted, so memory holds the output plus one chunk, whatever the tensor's size.
+    `imatrix`: the tensor's quant_weights (ne0 per matrix: ne0 * ne2 for an expert tensor, whose
+    rows of expert e use slice e), or None. Rows go through in chunks of ~64 MiB of float32,
+    never across an expert boundary, and each chunk's input pages are dropped once it is
+    converted, so memory holds the output plus one chunk, whatever the tensor's size.
     """
     from ..quants.registry import quantize
 
@@ -260,13 +350,17 @@ def convert_tensor(info, dst_type: GGMLType, threads: int | None = None) -> np.n
         return raw
     ncols = info.ne[0] if info.ne else 1
     n_rows = raw.shape[0]
+    rows_per_mat = info.ne[1] if len(info.ne) > 1 else 1
     step = max(1, _CHUNK_FLOATS // max(ncols, 1))
     out = None
-    for r0 in range(0, n_rows, step):
-        r1 = min(n_rows, r0 + step)
+    r0 = 0
+    while r0 < n_rows:
+        mat = r0 // rows_per_mat
+        r1 = min(n_rows, r0 + step, (mat + 1) * rows_per_mat)
+        qw = None if imatrix is None else imatrix[mat * ncols : (mat + 1) * ncols]
         x = _to_f32(raw[r0:r1], info.type, ncols)
         try:
-            q = quantize(x, dst_type, threads)
+            q = quantize(x, dst_type, threads, imatrix=qw)
         except QuantizationError as e:
             bad = _bad_value(x)
             if bad is None:
@@ -275,58 +369,74 @@ def convert_tensor(info, dst_type: GGMLType, threads: int | None = None) -> np.n
             raise QuantizationError(
                 f"tensor {info.name}: row {r0 + r} holds a non-finite value ({v} at column {c}); "
                 f"cannot quantize to {type_name(dst_type)}") from None
-        if step >= n_rows:
+        if r0 == 0 and r1 == n_rows:
             return q
-        _drop_pages(raw[r0:r1])
+        drop_pages(raw[r0:r1])
         if out is None:
             out = np.empty((n_rows, q.shape[1]), np.uint8)
         out[r0:r1] = q
+        r0 = r1
     return out
 
 
-def _drop_pages(view: np.ndarray) -> None:
-    """Done with a mapped tensor: drop its pages from this process (llama-quantize unmaps each
-    weight after use), so RSS stays near one tensor instead of the whole input. The data stays
-    in the page cache and on disk; touching it again just maps it back."""
-    root = view  # the array made directly on the mmap (slices of an np.memmap are np.memmaps too)
-    while root is not None and not isinstance(getattr(root, "base", None), mmap.mmap):
-        root = root.base
-    if root is None or not hasattr(mmap, "MADV_DONTNEED"):
+def compile_quantizers(types, on_done: Callable[[int, int], None] | None = None) -> None:
+    """Compile the quantizers of `types` on every core before a file's first tensor needs them
+    (each compiles for seconds on a first run); on_done(done, total) after each. A no-op once a
+    run has compiled them on this CPU (a warm marker in the kernel cache), or where workers
+    cannot be forked: each quantizer then compiles when first called, as before."""
+    from ..jit import ForkedJobs, can_fork_workers, cpu_count, touch_marker, warm_marker
+    from ..quants.registry import quantize
+
+    types = sorted({GGMLType(t) for t in types}, key=int)
+    marker = warm_marker("quantize", *(t.name for t in types))
+    if not types or marker.exists() or not can_fork_workers():
         return
-    mm = root.base
-    # np.memmap maps from an allocation-granularity boundary; its array starts `skew` bytes in
-    skew = getattr(root, "offset", 0) % mmap.ALLOCATIONGRANULARITY
-    addr = lambda a: a.__array_interface__["data"][0]
-    start = addr(view) - addr(root) + skew
-    end = start + view.nbytes
-    start -= start % mmap.PAGESIZE
-    try:
-        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-    except (OSError, ValueError):
-        pass  # only an optimisation
+    jobs = [lambda t=t: quantize(np.zeros((1, 256), np.float32), t, threads=1) for t in types]
+    done = [0]
+
+    def step():
+        done[0] += 1
+        if on_done is not None:
+            on_done(done[0], len(jobs))
+
+    if on_done is not None:
+        on_done(0, len(jobs))
+    with ForkedJobs(jobs, cpu_count()) as work:
+        work.wait(step)
+    touch_marker(marker)
 
 
 def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = None, pure=False,
                   leave_output_tensor=False, output_tensor_type=None, token_embedding_type=None,
                   tensor_types=(), allow_requantize=False, no_fallback=False, force=False, dry_run=False,
+                  imatrix=None, include_weights=(), exclude_weights=(),
                   progress: Callable[[TensorDone], None] | None = None,
-                  on_plan: Callable[[QuantPlan], None] | None = None) -> QuantizeStats:
+                  on_plan: Callable[[QuantPlan], None] | None = None,
+                  on_compile: Callable[[int, int], None] | None = None) -> QuantizeStats:
     """Quantize (or convert to F32/F16/BF16) the GGUF `src` into `dst` with llama-quantize's mixtures.
 
-    type_name: Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q6_K, Q8_0, Q5_0, Q4_0, F32, F16, BF16 (any case).
-    dst None: `default_output_path(src, type)`. Options mirror llama-quantize's flags; see the CLI.
-    Refuses (UsageError / QuantizationError / GGUFError, nothing written) when dst is src, dst
-    exists without force, the directory cannot be written, the input is quantized and the output
-    would be quantized again without allow_requantize, a fallback is needed under no_fallback,
-    or a tensor holds NaN/Inf. The write is atomic: a failure or Ctrl+C leaves no dst and no temp file.
+    type_name: any llama-quantize type name (Q4_K_M, Q3_K_S, Q2_K, IQ4_XS, Q8_0, F16, ... any
+    case; `tinyllm quantize --help` lists them); writing needs the block code of every type
+    the mixture picks. dst None: `default_output_path(src, type)`. Options mirror
+    llama-quantize's flags; see the CLI. imatrix: an importance-matrix file (GGUF or legacy
+    format, or an imatrix.Imatrix), its name written as given into quantize.imatrix.file;
+    include_weights / exclude_weights: keep only / drop the entries whose name contains one of
+    these strings. Refuses (UsageError / QuantizationError / GGUFError, nothing written) when dst
+    is src, dst exists without force, the directory cannot be written, the input is quantized
+    and the output would be quantized again without allow_requantize, a fallback is needed
+    under no_fallback, a tensor holds NaN/Inf, the type needs an imatrix that was not given,
+    or an imatrix entry does not fit its tensor. The write is atomic: a failure or Ctrl+C
+    leaves no dst and no temp file.
     `on_plan(plan)` is called once every check has passed, before the first tensor is converted;
+    `on_compile(done, total)` while a first run compiles the quantizers (compile_quantizers);
     `progress(TensorDone)` after each tensor.
     """
     from ..jit import get_threads, set_threads
 
     t0 = time.perf_counter()
     ftype = type_name if isinstance(type_name, FType) else parse_ftype(type_name)
-    opts = _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type, tensor_types)
+    imx = _load_imatrix(imatrix, include_weights, exclude_weights)
+    opts = _options(pure, leave_output_tensor, output_tensor_type, token_embedding_type, tensor_types, imx)
     src = Path(src)
     dst = default_output_path(src, ftype) if dst is None else Path(dst)
     if not dry_run:
@@ -338,21 +448,23 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
     n_threads = threads if threads is not None else get_threads()
     with _open(src) as gf:
         plan = _plan(gf, ftype, opts, no_fallback)
-        if dry_run:
-            return QuantizeStats(src, None, plan, time.perf_counter() - t0, 0, n_threads)
+        if dry_run:  # (llama-quantize's dry run checks no imatrix requirement either; the plan lists them)
+            return QuantizeStats(src, None, plan, time.perf_counter() - t0, 0, n_threads, imx)
+        weights = _imatrix_for_tensors(plan, imx, ftype)
         _check_requantize(src, plan, allow_requantize)
         if on_plan is not None:
             on_plan(plan)
-        metadata, value_types = _out_metadata(gf, ftype)
+        compile_quantizers({tp.dst_type for tp in plan.tensors if tp.converts and tp.dst_type != GGMLType.F32}, on_compile)
+        metadata, value_types = _out_metadata(gf, ftype, imx)
         total = plan.src_nbytes
         done = [0]
 
         def producer(i: int, tp: TensorPlan):
             def produce():
                 if i > 0:  # the previous tensor has been written by now
-                    _drop_pages(gf.tensors[plan.tensors[i - 1].name].data)
+                    drop_pages(gf.tensors[plan.tensors[i - 1].name].data)
                 ts = time.perf_counter()
-                data = convert_tensor(gf.tensors[tp.name], tp.dst_type, threads)
+                data = convert_tensor(gf.tensors[tp.name], tp.dst_type, threads, weights.get(tp.name))
                 done[0] += tp.src_nbytes
                 if progress is not None:
                     progress(TensorDone(i + 1, len(plan.tensors), tp, time.perf_counter() - ts, done[0], total))
@@ -366,4 +478,4 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
             write_gguf(dst, metadata, specs, value_types=value_types, alignment=gf.alignment)
         except OSError as e:
             raise GGUFError(f"cannot write {dst}: {e.strerror or e}") from None
-    return QuantizeStats(src, dst, plan, time.perf_counter() - t0, dst.stat().st_size, n_threads)
+    return QuantizeStats(src, dst, plan, time.perf_counter() - t0, dst.stat().st_size, n_threads, imx)

@@ -1,4 +1,5 @@
-"""Which type each tensor gets: llama-quantize's mixture rules (kquants.md §5), as pure logic.
+"""Which type each tensor gets: llama-quantize's mixture rules (kquants.md §5, kquants-family.md §5),
+as pure logic.
 
 Nothing here reads tensor data. `plan_types` takes the tensors' names, types and shapes plus
 a few model hyper-parameters and returns, in llama.cpp's output order, the type every tensor
@@ -44,15 +45,32 @@ FTYPES: dict[str, FType] = {
         FType("Q8_0", 7, GGMLType.Q8_0),
         FType("Q5_0", 8, GGMLType.Q5_0),
         FType("Q5_1", 9, GGMLType.Q5_1),
+        FType("Q2_K", 10, GGMLType.Q2_K),
+        FType("Q3_K_S", 11, GGMLType.Q3_K),
+        FType("Q3_K_M", 12, GGMLType.Q3_K),
+        FType("Q3_K_L", 13, GGMLType.Q3_K),
         FType("Q4_K_S", 14, GGMLType.Q4_K),
         FType("Q4_K_M", 15, GGMLType.Q4_K),
         FType("Q5_K_S", 16, GGMLType.Q5_K),
         FType("Q5_K_M", 17, GGMLType.Q5_K),
         FType("Q6_K", 18, GGMLType.Q6_K),
+        FType("IQ2_XXS", 19, GGMLType.IQ2_XXS),
+        FType("IQ2_XS", 20, GGMLType.IQ2_XS),
+        FType("Q2_K_S", 21, GGMLType.Q2_K),
+        FType("IQ3_XS", 22, GGMLType.IQ3_S),
+        FType("IQ3_XXS", 23, GGMLType.IQ3_XXS),
+        FType("IQ1_S", 24, GGMLType.IQ1_S),
+        FType("IQ4_NL", 25, GGMLType.IQ4_NL),
+        FType("IQ3_S", 26, GGMLType.IQ3_S),
+        FType("IQ3_M", 27, GGMLType.IQ3_S),
+        FType("IQ2_S", 28, GGMLType.IQ2_XS),
+        FType("IQ2_M", 29, GGMLType.IQ2_S),
+        FType("IQ4_XS", 30, GGMLType.IQ4_XS),
+        FType("IQ1_M", 31, GGMLType.IQ1_M),
         FType("BF16", 32, GGMLType.BF16),
     )
 }
-FTYPE_ALIASES = {"Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}  # as llama-quantize accepts them
+FTYPE_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}  # as llama-quantize accepts them
 
 
 def parse_ftype(name: str) -> FType:
@@ -168,6 +186,8 @@ _FALLBACK = {
     GGMLType.Q6_K: GGMLType.Q8_0,
     GGMLType.Q2_K: GGMLType.Q4_0,
     GGMLType.Q3_K: GGMLType.Q4_0,
+    **{t: GGMLType.IQ4_NL for t in (GGMLType.IQ1_S, GGMLType.IQ1_M, GGMLType.IQ2_XXS, GGMLType.IQ2_XS,
+                                     GGMLType.IQ2_S, GGMLType.IQ3_XXS, GGMLType.IQ3_S, GGMLType.IQ4_XS)},
 }
 
 
@@ -182,11 +202,14 @@ def fallback_type(name: str, ncols: int, t: GGMLType) -> GGMLType:
     blck = block_size(t)
     if ncols % blck == 0:
         return t
-    if t not in _FALLBACK:
+    if t not in _FALLBACK and blck <= 32:
+        new = t  # already a 32-block type: only F16 is left (below)
+    elif t not in _FALLBACK:
         raise QuantizationError(
             f"tensor {name}: row length {ncols} is not a multiple of {blck} (required by {type_name(t)}) "
             f"and no fallback type is defined for {type_name(t)}")
-    new = _FALLBACK[t]
+    else:
+        new = _FALLBACK[t]
     if ncols % block_size(new) != 0:
         new = GGMLType.F16  # llama.cpp's last resort for rows not even a multiple of 32
     return new
@@ -203,13 +226,21 @@ class ModelHParams:
     n_head_kv: int = 0
 
     @property
+    def n_gqa(self) -> int:
+        """hparams.n_gqa(): query heads per KV head (layer 0), 0 without KV heads."""
+        return self.n_head // self.n_head_kv if self.n_head_kv else 0
+
+    @property
     def is_70b(self) -> bool:
-        """llama.cpp's LLM_TYPE_70B, the only model size the rules look at."""
+        """llama.cpp's LLM_TYPE_70B (each architecture's load_hparams), the only model size the
+        rules look at."""
+        if self.arch == "jais2":
+            return self.n_layer == 68
         if self.n_layer != 80:
             return False
-        if self.arch == "llama":
-            return self.n_head != self.n_head_kv  # 80 layers without GQA is LLaMA-65B
-        return self.arch in ("qwen2", "deci")
+        if self.arch == "llama":  # 8 experts: Mixtral sizes; 80 layers without GQA: LLaMA-65B
+            return self.n_expert != 8 and self.n_head != self.n_head_kv
+        return self.arch in ("qwen2", "deci", "olmo")
 
     @classmethod
     def from_metadata(cls, metadata: dict, tensor_names=()) -> "ModelHParams":
@@ -239,6 +270,7 @@ class QuantOptions:
     output_tensor_type: GGMLType | None = None  # --output-tensor-type
     token_embedding_type: GGMLType | None = None  # --token-embedding-type
     tensor_types: tuple[tuple[str, GGMLType], ...] = ()  # --tensor-type REGEX=TYPE, first match wins
+    has_imatrix: bool = False  # --imatrix with at least one entry left after --include/--exclude-weights
 
 
 def parse_tensor_type_override(spec: str) -> tuple[str, GGMLType]:
@@ -264,6 +296,8 @@ class TensorPlan:
     quantizable: bool  # tensor_allows_quantization
     fallback_from: GGMLType | None = None  # the type asked for before the §5.4 fallback
     override: str | None = None  # the --tensor-type pattern that chose the type
+    requires_imatrix: bool = False  # llama-quantize refuses this target type without an imatrix
+    imatrix: bool = False  # quantized with importance weights (set by the pipeline)
 
     @property
     def converts(self) -> bool:
@@ -297,6 +331,11 @@ class QuantPlan:
         return [t for t in self.tensors if t.fallback_from is not None]
 
     @property
+    def needs_imatrix(self) -> list[TensorPlan]:
+        """The quantizable tensors whose target type llama-quantize writes only with an imatrix."""
+        return [t for t in self.tensors if t.quantizable and t.requires_imatrix]
+
+    @property
     def src_nbytes(self) -> int:
         return sum(t.src_nbytes for t in self.tensors)
 
@@ -316,10 +355,10 @@ class _Counters:
     def __init__(self, names, n_layer):
         cats = [tensor_category(n) for n in names]
         self.n_attention_wv = sum(c in _ATTN_V_LIKE for c in cats)
-        self.n_ffn_down = n_layer
+        self.n_ffn_down = self.n_ffn_gate = self.n_ffn_up = n_layer
         self.has_tied_embeddings = OUTPUT not in cats
         self.i_attention_wv = 0
-        self.i_ffn_down = 0
+        self.i_ffn_down = self.i_ffn_gate = self.i_ffn_up = 0
 
 
 def _layer_info(name: str, i_layer: int, n_layer: int, n_expert: int) -> tuple[int, int]:
@@ -334,53 +373,160 @@ def _layer_info(name: str, i_layer: int, n_layer: int, n_expert: int) -> tuple[i
     return i_layer, n_layer
 
 
+Q = GGMLType
+# ftypes whose output (and tied token_embd) tensor gets Q5_K instead of Q6_K
+_OUTPUT_Q5_K = ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
+# the "very low bit" ftypes, which have a branch of their own for every other tensor
+_VERY_LOW_BIT = ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
+# ftypes whose attn_output gets Q5_K in 8-expert models
+_ATTN_OUTPUT_E8 = ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S", "IQ3_M",
+                   "IQ4_XS")
+
+
 def _mixture_type(t: GGMLType, name: str, ncols: int, category: str, ftype: FType,
                   hp: ModelHParams, opts: QuantOptions, c: _Counters) -> GGMLType:
-    """llama_tensor_get_type_impl restricted to the ftypes tinyllm writes (§5.3, rules 1-9)."""
+    """llama_tensor_get_type_impl (kquants.md §5.3, kquants-family.md §5.2): the branches in
+    source order, first match wins; the counters advance exactly where llama.cpp's do."""
     f = ftype.name
     falcon = hp.arch == "falcon"
+    gqa4 = hp.n_gqa >= 4
     e8 = hp.n_expert == 8
+    imatrix = opts.has_imatrix
+    umb = use_more_bits
     if category == OUTPUT or (c.has_tied_embeddings and category == TOKEN_EMBD):
         if opts.output_tensor_type is not None:
             return opts.output_tensor_type
         if falcon or ncols % block_size(t) != 0:
-            return GGMLType.Q8_0
-        return GGMLType.Q6_K if t != GGMLType.Q8_0 else t
+            return Q.Q8_0
+        if f in _OUTPUT_Q5_K:
+            return Q.Q5_K
+        return Q.Q6_K if t != Q.Q8_0 else t
     if category == TOKEN_EMBD:
-        return opts.token_embedding_type if opts.token_embedding_type is not None else t
+        if opts.token_embedding_type is not None:
+            return opts.token_embedding_type
+        if f in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"):
+            return Q.Q2_K
+        if f in ("IQ2_S", "IQ2_M", "IQ3_XXS"):
+            return Q.IQ3_S
+        return t
+    if f in _VERY_LOW_BIT:
+        iq2_sm = f in ("IQ2_S", "IQ2_M")
+        if category in _ATTN_V_LIKE:
+            t = Q.Q4_K if gqa4 or hp.n_expert >= 4 else Q.IQ3_S if iq2_sm else Q.Q2_K
+            c.i_attention_wv += 1
+        elif e8 and category == ATTN_K:
+            t = Q.Q4_K
+        elif category == FFN_DOWN:
+            if c.i_ffn_down < c.n_ffn_down // 8:  # the counter, not the layer of the name
+                t = Q.IQ3_S if iq2_sm else Q.Q2_K
+            c.i_ffn_down += 1
+        elif category == ATTN_OUTPUT:
+            if e8:
+                t = Q.Q5_K
+            elif f in ("IQ1_S", "IQ1_M"):
+                t = Q.IQ2_XXS
+            elif iq2_sm:
+                t = Q.IQ3_S
+        return t  # (attn_q, ffn_gate, ffn_up: the default; their counters do not advance here)
     if category in _ATTN_V_LIKE:
-        if f in ("Q4_K_M", "Q5_K_M") and use_more_bits(c.i_attention_wv, c.n_attention_wv):
-            t = GGMLType.Q6_K
+        if f == "Q2_K":
+            t = Q.Q4_K if gqa4 else Q.Q3_K
+        elif f == "Q2_K_S" and gqa4:
+            t = Q.Q4_K
+        elif f == "IQ3_XXS":
+            t = Q.Q4_K if gqa4 else Q.IQ3_XXS if imatrix else Q.IQ3_S
+        elif f in ("IQ3_XS", "IQ3_S") and gqa4:
+            t = Q.Q4_K
+        elif f == "IQ3_M":
+            t = Q.Q4_K
+        elif f == "Q3_K_M":
+            t = Q.Q5_K if c.i_attention_wv < 2 else Q.Q4_K
+        elif f == "Q3_K_L":
+            t = Q.Q5_K
+        elif f in ("IQ4_NL", "IQ4_XS") and gqa4:
+            t = Q.Q5_K
+        elif f in ("Q4_K_M", "Q5_K_M") and umb(c.i_attention_wv, c.n_attention_wv):
+            t = Q.Q6_K
         elif f == "Q4_K_S" and c.i_attention_wv < 4:
-            t = GGMLType.Q5_K
-        if hp.is_70b and t in (GGMLType.Q3_K, GGMLType.Q4_K):
+            t = Q.Q5_K
+        if hp.is_70b and t in (Q.Q3_K, Q.Q4_K):
             # 8 heads share attn_v in the 70B models: more bits there cost little
-            t = GGMLType.Q5_K
+            t = Q.Q5_K
         if e8:
-            t = GGMLType.Q8_0
+            t = Q.Q8_0
         c.i_attention_wv += 1
         return t
     if category == ATTN_K:
-        return GGMLType.Q8_0 if e8 else t
+        if e8:
+            return Q.Q8_0
+        return Q.IQ3_XXS if f == "IQ3_XS" else Q.IQ2_S if f == "IQ3_XXS" else t
+    if category == ATTN_Q:
+        return Q.IQ3_XXS if f == "IQ3_XS" else Q.IQ2_S if f == "IQ3_XXS" else t
     if category == FFN_DOWN:
         i, n = _layer_info(name, c.i_ffn_down, c.n_ffn_down, hp.n_expert)
-        if f == "Q4_K_M":
+        if f == "Q2_K":
+            t = Q.Q3_K
+        elif f == "Q2_K_S":
+            if i < n // 8:
+                t = Q.Q4_K
+        elif f == "IQ3_XXS" and not imatrix:
+            t = Q.Q4_K if i < n // 8 else Q.Q3_K
+        elif f == "Q3_K_M":
+            t = Q.Q5_K if i < n // 16 else Q.Q4_K if not falcon or umb(i, n) else Q.Q3_K
+        elif f == "IQ3_M" and (i < n // 8 or (e8 and umb(i, n))):
+            t = Q.Q4_K
+        elif f == "Q3_K_L":
+            t = Q.Q4_K if falcon else Q.Q5_K
+        elif f == "Q4_K_M":
             if falcon:
-                t = GGMLType.Q6_K if i < n // 16 else GGMLType.Q5_K if use_more_bits(i, n) else GGMLType.Q4_K
-            elif use_more_bits(i, n):
-                t = GGMLType.Q6_K
-        elif f == "Q5_K_M" and use_more_bits(i, n):
-            t = GGMLType.Q6_K
+                t = Q.Q6_K if i < n // 16 else Q.Q5_K if umb(i, n) else Q.Q4_K
+            elif umb(i, n):
+                t = Q.Q6_K
+        elif i < n // 8 and f in ("IQ4_NL", "IQ4_XS") and not imatrix:
+            t = Q.Q5_K
+        elif f == "Q5_K_M" and umb(i, n):
+            t = Q.Q6_K
         elif f == "Q4_K_S" and not falcon and i < n // 8:
-            t = GGMLType.Q5_K
+            t = Q.Q5_K
+        elif f in ("Q4_0", "Q5_0") and imatrix and i < n // 8:
+            # guards the first ffn_down layers; only with an imatrix, so that a run without one
+            # gives the same file as before imatrix support existed
+            t = Q.Q4_1 if f == "Q4_0" else Q.Q5_1
         c.i_ffn_down += 1
         return t
     if category == ATTN_OUTPUT:
-        if not falcon and e8 and f in ("Q4_K_S", "Q4_K_M"):
-            return GGMLType.Q5_K
+        if not falcon:
+            if e8:
+                if f in _ATTN_OUTPUT_E8:
+                    t = Q.Q5_K
+            else:
+                t = {"Q2_K": Q.Q3_K, "IQ3_XXS": Q.IQ3_S, "Q3_K_M": Q.Q4_K, "Q3_K_L": Q.Q5_K, "IQ3_M": Q.Q4_K}.get(f, t)
+        elif f == "Q3_K_L":
+            t = Q.Q4_K
         return t
-    # attn_q, ffn_gate, ffn_up (their counters feed no rule for these ftypes) and the rest
+    # (llama.cpp's ATTENTION_QKV branch here is unreachable: attn_qkv is attn_v-like, above)
+    if category in (FFN_GATE, FFN_UP):
+        gate = category == FFN_GATE
+        i, n = _layer_info(name, c.i_ffn_gate if gate else c.i_ffn_up, c.n_ffn_gate if gate else c.n_ffn_up,
+                           hp.n_expert)
+        if f == "IQ3_XS" and n // 8 <= i < 7 * n // 8:
+            t = Q.IQ3_XXS
+        if gate:
+            c.i_ffn_gate += 1
+        else:
+            c.i_ffn_up += 1
+        return t
     return t
+
+
+def requires_imatrix(name: str, dst: GGMLType, ftype: FType) -> bool:
+    """tensor_requires_imatrix (kquants-family.md §5.3): llama-quantize refuses to write these
+    without an importance matrix (never token_embd / output, matched by name)."""
+    if name in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight"):
+        return False
+    if dst in (Q.IQ3_XXS, Q.IQ2_XXS, Q.IQ2_XS, Q.IQ2_S, Q.IQ1_M, Q.IQ1_S):
+        return True
+    return dst == Q.Q2_K and ftype.name == "Q2_K_S"
 
 
 def plan_types(tensors, ftype: FType, hparams: ModelHParams, options: QuantOptions = QuantOptions()) -> QuantPlan:
@@ -403,8 +549,12 @@ def plan_types(tensors, ftype: FType, hparams: ModelHParams, options: QuantOptio
         plans.append(plan)
         if not ok:
             continue
-        if options.token_embedding_type is not None and cat == TOKEN_EMBD:
-            plan.dst_type = options.token_embedding_type  # no fallback check, as llama.cpp
+        # --token-embedding-type (no fallback check, as llama.cpp); per_layer_token_embd follows
+        # it unless a --tensor-type pattern names it
+        if options.token_embedding_type is not None and cat == TOKEN_EMBD and not (
+                name == "per_layer_token_embd.weight" and any(rx.search(name) for rx, _, _ in patterns)):
+            plan.dst_type = options.token_embedding_type
+            plan.requires_imatrix = requires_imatrix(name, plan.dst_type, ftype)
             continue
         if options.output_tensor_type is not None and cat == OUTPUT:
             plan.dst_type = options.output_tensor_type
@@ -424,6 +574,7 @@ def plan_types(tensors, ftype: FType, hparams: ModelHParams, options: QuantOptio
                 plan.fallback_from = new
             new = fitted
         plan.dst_type = new
+        plan.requires_imatrix = requires_imatrix(name, new, ftype)
     unmatched = [p for _, p, _ in patterns if p not in matched]
     return QuantPlan(ftype, plans, unmatched)
 

@@ -129,13 +129,17 @@ def quantize_act(kind: str, x: np.ndarray) -> tuple:
     """float32 (T, n) -> (qs int8 (T, n), d float32 (T, n/blk), sums) for the kernels; F32: (x,)."""
     if kind == F32_ACT:
         return (x,)
+    kernel, out = act_call(kind, x)
+    kernel(x, *out)
+    return out
+
+
+def act_call(kind: str, x: np.ndarray) -> tuple:
+    """(kernel, its output arrays, allocated) that quantize_act(kind, x) runs as kernel(x, *out)."""
     blk, per, sdtype, many, one = _KERNELS[kind]
     T, n = x.shape
-    qs = np.empty((T, n), np.int8)
-    d = np.empty((T, n // blk), np.float32)
-    sums = np.empty((T, n // per), sdtype)
-    (one if T == 1 else many)(x, qs, d, sums)
-    return qs, d, sums
+    out = (np.empty((T, n), np.int8), np.empty((T, n // blk), np.float32), np.empty((T, n // per), sdtype))
+    return (one if T == 1 else many), out
 
 
 # -- NumPy twins --------------------------------------------------------------------------------

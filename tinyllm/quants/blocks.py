@@ -128,3 +128,59 @@ def safe_recip(d: np.ndarray) -> np.ndarray:
     """`d ? 1.0f/d : 0.0f`."""
     with np.errstate(divide="ignore"):
         return np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
+
+
+# -- imatrix weights of the 32-block types (quantize_row_q4_0_impl, q5_0, q4_1, q5_1) -------------
+
+
+@jit_exact
+def row_imatrix_weights(xr, qw, w):
+    """w[j] = qw[j] * sqrt(sigma2 + x[j]²), sigma2 = Σx²/n over the whole row (in order)."""
+    n = xr.shape[0]
+    sumx2 = F32(0.0)
+    for j in range(n):
+        sumx2 += xr[j] * xr[j]
+    sigma2 = sumx2 / F32(n)
+    for j in range(n):
+        w[j] = qw[j] * np.sqrt(sigma2 + xr[j] * xr[j])
+
+
+def row_imatrix_weights_ref(x: np.ndarray, qw) -> np.ndarray:
+    """NumPy twin of row_imatrix_weights for rows x (rows, n): weights (rows, n)."""
+    sigma2 = seq_sum(x * x) / F32(x.shape[1])
+    return np.asarray(qw, F32)[None, :] * np.sqrt(sigma2[:, None] + x * x)
+
+
+# -- imatrix weights of the K-quants (quantize_row_q2_K_impl ... q5_K_impl) --------------------
+
+
+@jit_exact
+def kquant_imatrix_weights(xr, qw, wt, sw, sub, factor):
+    """In lanes (lane k = sub-block k of `sub` weights): wt[i, k] = qw[sub*k + i] *
+    sqrt(sigma2 + x²) with sigma2 = factor*Σx²/256 over each 256-block (factor 2 for
+    Q3_K..Q5_K, 1 for Q2_K), and sw[k] = Σ_i wt[i, k] from 0, in order. wt (sub, N), sw (N,)."""
+    per = 256 // sub
+    for b in range(xr.shape[0] // 256):
+        sumx2 = F32(0.0)
+        for j in range(256):
+            sumx2 += xr[256 * b + j] * xr[256 * b + j]
+        sigma2 = (factor * sumx2) / F32(256.0)
+        for k in range(per * b, per * b + per):
+            sw[k] = F32(0.0)
+        for i in range(sub):
+            for k in range(per * b, per * b + per):
+                v = xr[sub * k + i]
+                wt[i, k] = qw[sub * k + i] * np.sqrt(sigma2 + v * v)
+                sw[k] = sw[k] + wt[i, k]
+
+
+def kquant_imatrix_weights_ref(x: np.ndarray, qw, sub: int, factor) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of kquant_imatrix_weights for rows x (rows, n) and qw (n,): weights
+    (nb, 256/sub, sub) and their sums (nb, 256/sub), nb = rows * n/256 super-blocks."""
+    xb = x.reshape(-1, 256)
+    nb = xb.shape[0]
+    sigma2 = (F32(factor) * seq_sum(xb * xb)) / F32(256)
+    qwb = np.broadcast_to(np.asarray(qw, F32).reshape(1, -1, 256), (x.shape[0], x.shape[1] // 256, 256))
+    x3 = xb.reshape(nb, -1, sub)
+    w = qwb.reshape(nb, -1, sub) * np.sqrt(sigma2[:, None, None] + x3 * x3)
+    return w, seq_sum(w)

@@ -1,8 +1,12 @@
-"""The scale searches the K-quant quantizers share (kquants.md §3.4, §3.5): NumPy twins that run
-many sub-blocks at once, and the Numba versions the row quantizers call.
+"""The scale searches the K-quant quantizers share (kquants.md §3.4, §3.5; kquants-family.md
+§3.1-§3.4): NumPy twins that run many groups at once, and the Numba versions the row
+quantizers call (scalar, plus "lanes" versions that fit all groups of a row side by side).
 
     make_qkx2_quants  fit x ~ scale*L + min (min <= 0) by weighted least squares over trial scales
-    make_qx_quants    symmetric fit x ~ scale*l with weights x*x (rmse_type 1, no imatrix)
+    make_qkx3_quants  the same search; weights default to x*x (the imatrix paths pass their own)
+    make_qx_quants    symmetric fit x ~ scale*l, l in -nmax..nmax-1; weights by rmse_type or qw
+    make_q3_quants    Q3_K's symmetric fit: rounding, then up to 5 passes moving one l at a time
+    make_qp_quants    non-negative fit x ~ scale*L, L in 0..nmax, with weights (super-block scales)
 """
 import numpy as np
 
@@ -20,12 +24,19 @@ _F32_32 = F32(32.0)
 # NumPy twins
 
 @quiet
-def make_qkx2_quants_ref(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
+def make_qkx2_quants_ref(x, w, nmax: int, rmin: float, rdelta: float, nstep: int, use_mad: bool = False):
     """§3.4 over many sub-blocks at once: x, w (N, n) float32 -> (scale (N,), the_min (N,), L (N, n) uint8).
 
     Fits x ~ scale*L + min (min <= 0) by weighted least squares over nstep+1 trial scales;
-    an accepted trial's min feeds the later trials, as in ggml.
+    an accepted trial's min feeds the later trials, as in ggml. use_mad: the error of a trial
+    is Σ w*|diff| instead of Σ w*diff² (Q2_K without an imatrix).
     """
+    x = np.asarray(x, F32)
+    w = np.asarray(w, F32)
+
+    def err(diff):
+        return np.abs(diff) if use_mad else diff * diff
+
     N, n = x.shape
     mn = argext(x, np.argmin)
     mx = argext(x, np.argmax)
@@ -44,7 +55,7 @@ def make_qkx2_quants_ref(x, w, nmax: int, rmin: float, rdelta: float, nstep: int
         scale = F32(1) / iscale
         L = np.clip(nearest_int_np(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(np.uint8)
         diff = (scale[:, None] * L.astype(F32) + mn[:, None]) - x
-        best_error = seq_sum(w * (diff * diff))
+        best_error = seq_sum(w * err(diff))
         for step in range(nstep + 1):
             rng = np.where(flat, F32(1), mx - mn).astype(F32)
             iscale = ((F32(rmin) + F32(rdelta) * F32(step)) + F32(nmax)) / rng
@@ -61,7 +72,7 @@ def make_qkx2_quants_ref(x, w, nmax: int, rmin: float, rdelta: float, nstep: int
             this_min = np.where(clamp, F32(0), this_min).astype(F32)
             this_scale = np.where(clamp, sum_xl / sum_l2, this_scale).astype(F32)
             diff = (this_scale[:, None] * lf + this_min[:, None]) - x
-            cur_error = seq_sum(w * (diff * diff))
+            cur_error = seq_sum(w * err(diff))
             accept = (D > 0) & (cur_error < best_error) & ~flat
             L = np.where(accept[:, None], laux, L)
             best_error = np.where(accept, cur_error, best_error)
@@ -72,28 +83,63 @@ def make_qkx2_quants_ref(x, w, nmax: int, rmin: float, rdelta: float, nstep: int
     return scale, (-mn).astype(F32), L
 
 
-@quiet
-def make_qx_quants_ref(x: np.ndarray, nmax: int):
-    """§3.5 with rmse_type 1 and no imatrix over many sub-blocks: x (N, n) -> (scale (N,), L (N, n) uint8).
+def make_qkx3_quants_ref(x, w, nmax: int, rmin: float, rdelta: float, nstep: int, use_mad: bool = False):
+    """make_qkx3_quants (kquants-family.md §3.2) over many groups: make_qkx2_quants with weights
+    x*x when w is None. (Its degenerate test `max <= min` equals qkx2's `max == min` on finite
+    input, since min <= max.) -> (scale (N,), the_min (N,), L (N, n) uint8)."""
+    x = np.asarray(x, F32)
+    return make_qkx2_quants_ref(x, x * x if w is None else w, nmax, rmin, rdelta, nstep, use_mad)
 
-    Symmetric fit x ~ scale*l, l in -nmax..nmax-1 (stored as l + nmax), weights x*x, 19 trial scales.
+
+def qx_weights(x: np.ndarray, rmse_type: int, qw=None) -> np.ndarray:
+    """The weights of make_qx_quants: qw when given, else by rmse_type (1: x², 2: 1, 3: |x|, 4+: sqrt|x|)."""
+    if qw is not None:
+        return np.broadcast_to(np.asarray(qw, F32), x.shape)
+    if rmse_type == 1:
+        return x * x
+    if rmse_type == 2:
+        return np.ones_like(x)
+    if rmse_type == 3:
+        return np.abs(x)
+    return np.sqrt(np.abs(x))
+
+
+@quiet
+def make_qx_quants_ref(x: np.ndarray, nmax: int, rmse_type: int = 1, qw=None):
+    """§3.5 over many groups at once: x (N, n) -> (scale (N,), L (N, n) uint8).
+
+    Symmetric fit x ~ scale*l, l in -nmax..nmax-1 (stored as l + nmax). rmse_type 0: plain
+    rounding, scale 1/iscale; 1..4 (weights x², 1, |x|, sqrt|x|, or qw (n,) / (N, n) when
+    given): 19 trial scales; negative: the first fit only, returned as the mean of the fitted
+    and the rounding scale.
     """
+    x = np.asarray(x, F32)
     amax, mx = first_absmax(x)
-    tiny = amax < F32(1e-15)  # GROUP_MAX_EPS: L = 0 (not nmax), scale 0
+    tiny = amax < _EPS  # GROUP_MAX_EPS: L = 0 (not nmax), scale 0
     safe_max = np.where(tiny, F32(1), mx).astype(F32)
-    w = x * x
+
+    def levels(iscale):
+        return np.clip(nearest_int_np(iscale[:, None] * x), -nmax, nmax - 1)
+
+    iscale = F32(-nmax) / safe_max
+    if rmse_type == 0:
+        L = (levels(iscale) + nmax).astype(np.uint8)
+        L[tiny] = 0
+        return np.where(tiny, F32(0), F32(1) / iscale).astype(F32), L
+    early = rmse_type < 0
+    w = qx_weights(x, abs(rmse_type), qw)
 
     def trial(iscale):
-        l = np.clip(nearest_int_np(iscale[:, None] * x), -nmax, nmax - 1)
+        l = levels(iscale)
         lf = l.astype(F32)
-        sumlx = seq_sum((w * x) * lf)
-        suml2 = seq_sum((w * lf) * lf)
-        return l, sumlx, suml2
+        return l, seq_sum((w * x) * lf), seq_sum((w * lf) * lf)
 
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        l, sumlx, suml2 = trial(F32(-nmax) / safe_max)
-        L = (l + nmax).astype(np.uint8)
-        scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(F32)
+    l, sumlx, suml2 = trial(iscale)
+    L = (l + nmax).astype(np.uint8)
+    scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(F32)
+    if early:
+        scale = np.where(suml2 > 0, F32(0.5) * (scale + F32(1) / iscale), F32(1) / iscale).astype(F32)
+    else:
         best = scale * sumlx
         for step in range(-9, 10):
             if step == 0:
@@ -107,14 +153,56 @@ def make_qx_quants_ref(x: np.ndarray, nmax: int):
     return np.where(tiny, F32(0), scale).astype(F32), L
 
 
+@quiet
+def make_q3_quants_ref(x: np.ndarray, nmax: int, do_rmse: bool = True):
+    """make_q3_quants (kquants-family.md §3.3) over many groups: x (N, n) -> (scale (N,), L (N, n) uint8).
+
+    Rounds against -nmax/max, then (do_rmse) up to 5 passes that move one l at a time to the
+    weighted least-squares optimum (weights x²), keeping a move only if it lowers the error.
+    A pass that changes nothing leaves the state as it was, so running all 5 passes on every
+    group gives what ggml's early exit gives.
+    """
+    x = np.asarray(x, F32)
+    amax, mx = first_absmax(x)
+    tiny = amax < _EPS
+    safe_max = np.where(tiny, F32(1), mx).astype(F32)
+    iscale = F32(-nmax) / safe_max
+    L = np.clip(nearest_int_np(iscale[:, None] * x), -nmax, nmax - 1)
+    if not do_rmse:
+        L = (L + nmax).astype(np.uint8)
+        L[tiny] = 0
+        return np.where(tiny, F32(0), F32(1) / iscale).astype(F32), L
+    w = x * x
+    lf = L.astype(F32)
+    sumlx = seq_sum((w * x) * lf)
+    suml2 = seq_sum((w * lf) * lf)
+    for _ in range(5):
+        for i in range(x.shape[1]):
+            wi, xi, li = w[:, i], x[:, i], L[:, i].astype(F32)
+            slx = sumlx - (wi * xi) * li
+            sl2 = suml2 - (wi * li) * li
+            new_l = np.clip(nearest_int_np((xi * sl2) / slx), -nmax, nmax - 1)
+            nf = new_l.astype(F32)
+            slx_n = slx + (wi * xi) * nf
+            sl2_n = sl2 + (wi * nf) * nf
+            accept = (slx > 0) & (new_l != L[:, i]) & (sl2_n > 0) & ((slx_n * slx_n) * suml2 > (sumlx * sumlx) * sl2_n)
+            L[:, i] = np.where(accept, new_l, L[:, i])
+            sumlx = np.where(accept, slx_n, sumlx).astype(F32)
+            suml2 = np.where(accept, sl2_n, suml2).astype(F32)
+    L = (L + nmax).astype(np.uint8)
+    L[tiny] = 0
+    scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
+    return np.where(tiny, F32(0), scale).astype(F32), L
+
+
 # ---------------------------------------------------------------------------------------------
 # Numba
 
 
 @jit_exact
-def make_qkx2_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep):
-    """Fit x[base:base+32] ~ scale*L + min; writes L[lb:lb+32]; returns (scale, -min)."""
-    n = 32
+def make_qkx2_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep, n, use_mad):
+    """Fit x[base:base+n] ~ scale*L + min with weights w[0:n]; writes L[lb:lb+n]; returns
+    (scale, -min). rmin, rdelta must be float32. use_mad: errors Σ w*|diff| (else w*diff²)."""
     mn = xr[base]
     mx = xr[base]
     sum_w = w[0]
@@ -142,7 +230,7 @@ def make_qkx2_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep):
         l = min(nmax, max(0, nearest_int(iscale * (v - mn))))
         L[lb + i] = l
         diff = scale * F32(l) + mn - v
-        best_error += w[i] * (diff * diff)
+        best_error += w[i] * (abs(diff) if use_mad else diff * diff)
     for step in range(nstep + 1):
         iscale = (rmin + rdelta * F32(step) + fnmax) / (mx - mn)
         sum_l = _F0
@@ -166,7 +254,7 @@ def make_qkx2_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep):
             cur_error = _F0
             for i in range(n):
                 diff = this_scale * F32(laux[i]) + this_min - xr[base + i]
-                cur_error += w[i] * (diff * diff)
+                cur_error += w[i] * (abs(diff) if use_mad else diff * diff)
             if cur_error < best_error:
                 for i in range(n):
                     L[lb + i] = laux[i]
@@ -174,6 +262,143 @@ def make_qkx2_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep):
                 scale = this_scale
                 mn = this_min
     return scale, -mn
+
+
+@jit_exact
+def make_qkx3_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep, n, use_mad):
+    """make_qkx3_quants (kquants-family.md §3.2): make_qkx2_quants, with weights x*x when w is
+    empty (ggml's NULL). On finite input its `max <= min` test is qkx2's `max == min`."""
+    if w.shape[0] != 0:
+        return make_qkx2_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep, n, use_mad)
+    ww = np.empty(n, np.float32)
+    for i in range(n):
+        ww[i] = xr[base + i] * xr[base + i]
+    return make_qkx2_quants(xr, base, ww, L, lb, laux, nmax, rmin, rdelta, nstep, n, use_mad)
+
+
+@jit_exact(inline="always")
+def _qx_weight(v, rmse_type, qw, qo, i):
+    if qw.shape[0] != 0:
+        return qw[qo + i]
+    if rmse_type == 1:
+        return v * v
+    if rmse_type == 2:
+        return _F1
+    if rmse_type == 3:
+        return abs(v)
+    return np.sqrt(abs(v))
+
+
+@jit_exact
+def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qo):
+    """Symmetric fit x[xo:xo+n] ~ scale*l, l in -nmax..nmax-1; writes L[lo:lo+n] = l + nmax (0 for
+    an all-zero group); returns scale (§3.5). Weights qw[qo:qo+n], or by rmse_type when qw is
+    empty; rmse_type 0 rounds only, a negative one stops after the first fit (see the twin)."""
+    mx = _F0
+    amax = _F0
+    for i in range(n):
+        ax = abs(x[xo + i])
+        if ax > amax:
+            amax = ax
+            mx = x[xo + i]
+    if amax < _EPS:
+        for i in range(n):
+            L[lo + i] = 0
+        return _F0
+    fnmax = F32(nmax)
+    iscale = -fnmax / mx
+    if rmse_type == 0:
+        for i in range(n):
+            L[lo + i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[xo + i])))
+        return _F1 / iscale
+    early = rmse_type < 0
+    rt = -rmse_type if early else rmse_type
+    sumlx = _F0
+    suml2 = _F0
+    for i in range(n):
+        v = x[xo + i]
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * v)))
+        L[lo + i] = l + nmax
+        w = _qx_weight(v, rt, qw, qo, i)
+        sumlx += w * v * F32(l)
+        suml2 += w * F32(l) * F32(l)
+    scale = sumlx / suml2 if suml2 != _F0 else _F0
+    if early:
+        return F32(0.5) * (scale + _F1 / iscale) if suml2 > _F0 else _F1 / iscale
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        iscale = -(fnmax + _F0_1 * F32(step)) / mx
+        sumlx = _F0
+        suml2 = _F0
+        for i in range(n):
+            v = x[xo + i]
+            l = max(-nmax, min(nmax - 1, nearest_int(iscale * v)))
+            w = _qx_weight(v, rt, qw, qo, i)
+            sumlx += w * v * F32(l)
+            suml2 += w * F32(l) * F32(l)
+        if suml2 > _F0 and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                L[lo + i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[xo + i])))
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@jit_exact
+def make_q3_quants(n, nmax, x, xo, L, lo, do_rmse):
+    """Q3_K's fit (kquants-family.md §3.3) of x[xo:xo+n]; writes L[lo:lo+n] = l + nmax (0 for an
+    all-zero group); returns scale. L must hold signed values while the passes run."""
+    mx = _F0
+    amax = _F0
+    for i in range(n):
+        ax = abs(x[xo + i])
+        if ax > amax:
+            amax = ax
+            mx = x[xo + i]
+    if amax < _EPS:
+        for i in range(n):
+            L[lo + i] = 0
+        return _F0
+    iscale = -F32(nmax) / mx
+    if not do_rmse:
+        for i in range(n):
+            L[lo + i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[xo + i])))
+        return _F1 / iscale
+    sumlx = _F0
+    suml2 = _F0
+    for i in range(n):
+        v = x[xo + i]
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * v)))
+        L[lo + i] = l
+        w = v * v
+        sumlx += w * v * F32(l)
+        suml2 += w * F32(l) * F32(l)
+    for itry in range(5):
+        n_changed = 0
+        for i in range(n):
+            v = x[xo + i]
+            w = v * v
+            li = F32(L[lo + i])
+            slx = sumlx - w * v * li
+            if slx > _F0:
+                sl2 = suml2 - w * li * li
+                new_l = max(-nmax, min(nmax - 1, nearest_int(v * sl2 / slx)))
+                if new_l != L[lo + i]:
+                    fl = F32(new_l)
+                    slx = slx + w * v * fl
+                    sl2 = sl2 + w * fl * fl
+                    if sl2 > _F0 and slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[lo + i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    for i in range(n):
+        L[lo + i] += nmax
+    return sumlx / suml2 if suml2 > _F0 else _F0
 
 
 # Speed: the trial fits are latency-bound chains of float32 sums when run one sub-block at
@@ -197,10 +422,10 @@ def _lanes_guard(iscale, mn, mx, xmin, flat, bad, limit):
 
 
 @jit_exact
-def qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, Lt, laux, st, limit):
-    """make_qkx2_quants (§3.4) for N sub-blocks at once.
+def qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, use_mad, Lt, laux, st, limit):
+    """make_qkx2_quants (§3.4) for N sub-blocks at once (use_mad as there).
 
-    xt, wt: (32, N) values and weights, lane k = sub-block k. Writes Lt (32, N) (float L),
+    xt, wt: (n, N) values and weights, lane k = sub-block k. Writes Lt (n, N) (float L),
     st[0] scale, st[1] the_min (= -min), st[2] 1.0 for lanes the caller must redo exactly.
     """
     n, N = xt.shape
@@ -240,7 +465,7 @@ def qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, Lt, laux, st, limit):
             v = xt[i, k]
             l = min(fnmax, max(_F0, np.rint(iscale[k] * (v - mn[k]))))
             diff = scale[k] * l + mn[k] - v
-            best[k] = best[k] + wt[i, k] * (diff * diff)
+            best[k] = best[k] + wt[i, k] * (abs(diff) if use_mad else diff * diff)
     for step in range(nstep + 1):
         top = rmin + rdelta * F32(step) + fnmax
         for k in range(N):
@@ -271,7 +496,7 @@ def qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, Lt, laux, st, limit):
         for i in range(n):
             for k in range(N):
                 diff = this_scale[k] * laux[i, k] + this_min[k] - xt[i, k]
-                cur[k] = cur[k] + wt[i, k] * (diff * diff)
+                cur[k] = cur[k] + wt[i, k] * (abs(diff) if use_mad else diff * diff)
         for k in range(N):
             if dd[k] > _F0 and cur[k] < best[k] and flat[k] == _F0:
                 best[k] = cur[k]
@@ -299,30 +524,44 @@ def to_lanes(xr, xt):
 
 
 @jit_exact
-def _qx_sums(xt, iscale, sumlx, suml2):
-    """One trial of make_qx_quants with rmse_type 1: w = x*x, l = clamp(rint(iscale*x), -32, 31)."""
+def _qx_sums(xt, wt, iscale, nmax, sumlx, suml2):
+    """One trial of make_qx_quants: l = clamp(rint(iscale*x), -nmax, nmax-1); weights wt, or
+    x*x when wt is empty (rmse_type 1 without qw)."""
     n, N = xt.shape
+    lo = F32(-nmax)
+    hi = F32(nmax - 1)
     for k in range(N):
         sumlx[k] = _F0
         suml2[k] = _F0
-    for i in range(n):
-        for k in range(N):
-            v = xt[i, k]
-            l = min(F32(31.0), max(F32(-32.0), np.rint(iscale[k] * v)))
-            w = v * v
-            sumlx[k] = sumlx[k] + w * v * l
-            suml2[k] = suml2[k] + w * l * l
+    if wt.shape[0] == 0:
+        for i in range(n):
+            for k in range(N):
+                v = xt[i, k]
+                l = min(hi, max(lo, np.rint(iscale[k] * v)))
+                w = v * v
+                sumlx[k] = sumlx[k] + w * v * l
+                suml2[k] = suml2[k] + w * l * l
+    else:
+        for i in range(n):
+            for k in range(N):
+                v = xt[i, k]
+                l = min(hi, max(lo, np.rint(iscale[k] * v)))
+                w = wt[i, k]
+                sumlx[k] = sumlx[k] + w * v * l
+                suml2[k] = suml2[k] + w * l * l
 
 
 @jit_exact
-def qx_lanes(xt, Lt, st):
-    """make_qx_quants(16, 32, x, L, rmse_type=1, NULL) (§3.5) for N sub-blocks of 16 at once.
+def qx_lanes(xt, wt, nmax, Lt, st):
+    """make_qx_quants(n, nmax, x, L, rmse_type=1, qw) (§3.5) for N groups of n at once.
 
-    xt (16, N), lane k = sub-block k. Writes Lt (16, N) (L = l + 32, or 0 for an all-zero
-    sub-block) and st[0] scale. |iscale*x| <= 32.9 here, so rint equals nearest_int.
+    xt (n, N), lane k = group k; wt (n, N) the weights qw, or an empty (0, 0) array for
+    ggml's NULL (weights x*x). Writes Lt (n, N) (L = l + nmax, or 0 for an all-zero group)
+    and st[0] scale. |iscale*x| <= nmax + 0.9 here, so rint equals nearest_int.
     """
     n, N = xt.shape
     scale, amax, mx, iscale, sumlx, suml2, best, b_iscale = st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]
+    fnmax = F32(nmax)
     for k in range(N):
         amax[k] = _F0
         mx[k] = _F0
@@ -334,8 +573,8 @@ def qx_lanes(xt, Lt, st):
             amax[k] = abs(v) if take else amax[k]
     for k in range(N):
         mx[k] = mx[k] if amax[k] >= _EPS else _F1  # tiny lanes: L = 0, scale 0 (set below)
-        iscale[k] = F32(-32.0) / mx[k]
-    _qx_sums(xt, iscale, sumlx, suml2)
+        iscale[k] = -fnmax / mx[k]
+    _qx_sums(xt, wt, iscale, nmax, sumlx, suml2)
     for k in range(N):
         scale[k] = sumlx[k] / suml2[k] if suml2[k] != _F0 else _F0
         best[k] = scale[k] * sumlx[k]
@@ -343,19 +582,21 @@ def qx_lanes(xt, Lt, st):
     for step in range(-9, 10):
         if step == 0:
             continue
-        top = -(_F32_32 + _F0_1 * F32(step))
+        top = -(fnmax + _F0_1 * F32(step))
         for k in range(N):
             iscale[k] = top / mx[k]
-        _qx_sums(xt, iscale, sumlx, suml2)
+        _qx_sums(xt, wt, iscale, nmax, sumlx, suml2)
         for k in range(N):
             if suml2[k] > _F0 and sumlx[k] * sumlx[k] > best[k] * suml2[k]:
                 b_iscale[k] = iscale[k]
                 scale[k] = sumlx[k] / suml2[k]
                 best[k] = scale[k] * sumlx[k]
+    lo = F32(-nmax)
+    hi = F32(nmax - 1)
     for i in range(n):
         for k in range(N):
-            l = min(F32(31.0), max(F32(-32.0), np.rint(b_iscale[k] * xt[i, k])))
-            Lt[i, k] = l + _F32_32 if amax[k] >= _EPS else _F0
+            l = min(hi, max(lo, np.rint(b_iscale[k] * xt[i, k])))
+            Lt[i, k] = l + fnmax if amax[k] >= _EPS else _F0
     for k in range(N):
         scale[k] = scale[k] if amax[k] >= _EPS else _F0
 
@@ -479,3 +720,63 @@ def make_qp_quants_ref(nmax: int, x: np.ndarray, w: np.ndarray) -> tuple[float, 
         if not changed:
             break
     return (F32(sumlx / suml2) if suml2 > 0 else F32(0)), L
+
+
+@quiet
+def make_qp_quants_rows_ref(nmax: int, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """make_qp_quants over many groups at once: x, w (N, n) float32 -> (scale (N,), L uint8 (N, n)).
+
+    ggml stores L in uint8_t, so a negative level (possible only for a negative x) wraps
+    modulo 256 where it is stored and read back; the sums use the int before it is stored.
+    The Numba make_qp_quants does the same when its L is a uint8 array.
+    """
+    x = np.asarray(x, F32)
+    w = np.asarray(w, F32)
+    N, n = x.shape
+    mx = np.zeros(N, F32)
+    for i in range(n):
+        mx = np.where(mx > x[:, i], mx, x[:, i]).astype(F32)  # MAX(max, x[i])
+    tiny = mx < _EPS
+    safe = np.where(tiny, F32(1), mx).astype(F32)
+    fnmax = F32(nmax)
+
+    def stored(l):
+        return (l & 0xFF).astype(np.uint8)
+
+    iscale = fnmax / safe
+    L = stored(nearest_int_np(iscale[:, None] * x))
+    scale = F32(1) / iscale
+    diff = x - scale[:, None] * L.astype(F32)
+    best = seq_sum((w * diff) * diff)
+    for k in (-4, -3, -2, -1, 1, 2, 3, 4):
+        isc = (F32(0.1) * F32(k) + fnmax) / safe
+        sc = F32(1) / isc
+        l = np.minimum(nmax, nearest_int_np(isc[:, None] * x))
+        diff = x - sc[:, None] * l.astype(F32)
+        mse = seq_sum((w * diff) * diff)
+        better = mse < best
+        best = np.where(better, mse, best).astype(F32)
+        iscale = np.where(better, isc, iscale).astype(F32)
+    l = np.minimum(nmax, nearest_int_np(iscale[:, None] * x))
+    L = stored(l)
+    lf = l.astype(F32)
+    sumlx = seq_sum((w * x) * lf)
+    suml2 = seq_sum((w * lf) * lf)
+    for _ in range(5):  # a pass that changes nothing leaves the state as it was: no early exit needed
+        for i in range(n):
+            wi, xi, li = w[:, i], x[:, i], L[:, i].astype(F32)
+            wx = wi * xi
+            slx = sumlx - wx * li
+            sl2 = suml2 - (wi * li) * li
+            new_l = np.minimum(nmax, nearest_int_np((xi * sl2) / slx))
+            nf = new_l.astype(F32)
+            slx_n = slx + wx * nf
+            sl2_n = sl2 + (wi * nf) * nf
+            accept = ((slx > 0) & (sl2 > 0) & (new_l != L[:, i].astype(np.int64))
+                      & ((slx_n * slx_n) * suml2 > (sumlx * sumlx) * sl2_n))
+            L[:, i] = np.where(accept, stored(new_l), L[:, i])
+            sumlx = np.where(accept, slx_n, sumlx).astype(F32)
+            suml2 = np.where(accept, sl2_n, suml2).astype(F32)
+    L[tiny] = 0
+    scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
+    return np.where(tiny, F32(0), scale).astype(F32), L

@@ -11,7 +11,7 @@ float weights take float32 rows. Kernels come from the type's module through the
 import numpy as np
 
 from ..errors import ModelError, UsageError
-from .act import F32_ACT, quantize_act
+from .act import F32_ACT, act_call, quantize_act
 from .floats import weights_f32
 from .registry import MATMUL_TYPES, TYPES
 from .simd import HAS_AVX2
@@ -128,6 +128,17 @@ def matmul(w: QMatrix, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     return out
 
 
+def kernel_calls(w: QMatrix, T: int) -> list[tuple]:
+    """The (kernel, args) pairs that matmul(w, x of T rows) runs, with the arrays allocated but
+    nothing computed: enough to compile exactly the signatures the runtime will call."""
+    x = np.zeros((T, w.n_in), np.float32)
+    out = np.empty((T, w.n_out), np.float32)
+    if w.spec.act == F32_ACT:
+        return [(_kernels[w.type], (out, *w.arrays, x))]
+    quantizer, act = act_call(w.spec.act, x)
+    return [(quantizer, (x, *act)), (_kernels[w.type], (out, *w.arrays, *act))]
+
+
 def get_rows(w: QMatrix, ids) -> np.ndarray:
     """float32 (len(ids), n_in): rows ids of W dequantized exactly as ggml does."""
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
@@ -141,4 +152,4 @@ def get_rows(w: QMatrix, ids) -> np.ndarray:
     return out
 
 
-__all__ = ["QMatrix", "matmul", "get_rows", "quantize_activations", "TILE", "KERNEL_SETS", "SUPPORTED"]
+__all__ = ["QMatrix", "matmul", "get_rows", "kernel_calls", "quantize_activations", "TILE", "KERNEL_SETS", "SUPPORTED"]

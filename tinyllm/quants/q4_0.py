@@ -15,9 +15,10 @@ from numba import prange
 from ..jit import jit_exact, jit_fast
 from . import act
 from .blocks import (
-    F32, NONFINITE, OVERFLOW, as_rows, first_absmax, fp16_field, out_rows, put16, quiet, read_fp16, safe_recip,
-    validate_fp16,
+    F32, NONFINITE, OVERFLOW, as_rows, first_absmax, fp16_field, out_rows, put16, quiet, read_fp16,
+    row_imatrix_weights, row_imatrix_weights_ref, safe_recip, validate_fp16,
 )
+from .fit import make_qx_quants_ref, qx_lanes, to_lanes
 from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .q8_0 import dot_sym32_ref
 from .rounding import c_int8, c_int8_np, row_nonfinite
@@ -47,15 +48,21 @@ def pack_x_0(b: np.ndarray, q: np.ndarray) -> None:
 
 
 @quiet
-def quantize_x_0_ref(x: np.ndarray, type: GGMLType, block: np.dtype) -> np.ndarray:
-    """quantize_row_q4_0_ref / q5_0_ref (§3.2, §3.3): d = max/-8 (or -16), q = MIN(nmax, (int)(x*id + 8.5))."""
+def quantize_x_0_ref(x: np.ndarray, type: GGMLType, block: np.dtype, qw=None) -> np.ndarray:
+    """quantize_row_q4_0_ref / q5_0_ref (§3.2, §3.3): d = max/-8 (or -16), q = MIN(nmax, (int)(x*id + 8.5)).
+    With qw (n,): quantize_row_q4_0_impl / q5_0_impl, make_qx_quants with weights
+    qw*sqrt(sigma2 + x²), sigma2 = Σx²/n over the row (kquants.md §3.11)."""
     x = as_rows(x, type)
     xb = x.reshape(-1, QK8_0)
-    _, mx = first_absmax(xb)
     half = 8 if type == GGMLType.Q4_0 else 16
-    d = mx / F32(-half)
-    id = safe_recip(d)
-    q = (np.minimum(2 * half - 1, c_int8_np(xb * id[:, None] + F32(half + 0.5))) & 0xFF).astype(np.uint8)
+    if qw is not None:
+        w = row_imatrix_weights_ref(x, qw).reshape(-1, QK8_0)
+        d, q = make_qx_quants_ref(xb, half, 1, w)
+    else:
+        _, mx = first_absmax(xb)
+        d = mx / F32(-half)
+        id = safe_recip(d)
+        q = (np.minimum(2 * half - 1, c_int8_np(xb * id[:, None] + F32(half + 0.5))) & 0xFF).astype(np.uint8)
     b = np.zeros(xb.shape[0], block)
     b["d"] = fp32_to_fp16(d)
     pack_x_0(b, q)
@@ -64,7 +71,7 @@ def quantize_x_0_ref(x: np.ndarray, type: GGMLType, block: np.dtype) -> np.ndarr
 
 
 def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
-    return quantize_x_0_ref(x, GGMLType.Q4_0, BLOCK)
+    return quantize_x_0_ref(x, GGMLType.Q4_0, BLOCK, qw)
 
 
 def unpack_ref(raw: np.ndarray):
@@ -115,17 +122,62 @@ def block_x_0(xr, xu, base, o, ob, nmax, five):
 
 
 @jit_exact
-def quantize_rows(x, xu, out, status, qw):
-    for r in range(x.shape[0]):
+def _pack_x_0(o, ob, d_block, L, lane, five):
+    """Store d and the quants L[:, lane] (0..15 / 0..31) of one block: qs nibbles, Q5_0's qh."""
+    _, ok = fp16_field(o, ob, d_block)
+    qh = 0
+    qs = ob + 6 if five else ob + 2
+    for j in range(16):
+        a0 = np.int64(L[j, lane])
+        a1 = np.int64(L[16 + j, lane])
+        o[qs + j] = ((a0 & 0xF) | ((a1 & 0xF) << 4)) & 0xFF
+        qh |= ((a0 >> 4) & 1) << j
+        qh |= ((a1 >> 4) & 1) << (j + 16)
+    if five:
+        put16(o, ob + 2, qh & 0xFFFF)
+        put16(o, ob + 4, (qh >> 16) & 0xFFFF)
+    return ok
+
+
+@jit_exact
+def quantize_rows_x_0(x, xu, out, status, qw, nmax, five):
+    """Q4_0 (nmax 15) / Q5_0 (nmax 31, five) rows; qw: imatrix weights per column, or empty.
+    With qw: quantize_row_q4_0_impl / q5_0_impl, the blocks' make_qx_quants(32, 8 or 16, x, L,
+    1, qw*sqrt(sigma2 + x²)) fits run side by side (fit.qx_lanes)."""
+    bsize = 22 if five else 18
+    rows, n = x.shape
+    nb = n // 32
+    imx = qw.shape[0] != 0
+    m = nb if imx else 0
+    w = np.empty(n if imx else 0, np.float32)
+    xt = np.empty((32, m), np.float32)
+    wt = np.empty((32, m), np.float32)
+    Lt = np.empty((32, m), np.float32)
+    st = np.empty((8, m), np.float32)
+    for r in range(rows):
         if row_nonfinite(xu[r]):
             status[r] = NONFINITE
             continue
         ok = True
-        for ib in range(x.shape[1] // 32):
-            good = block_x_0(x[r], xu[r], 32 * ib, out[r], 18 * ib, 15, False)
-            ok = ok and good
+        if imx:
+            row_imatrix_weights(x[r], qw, w)
+            to_lanes(x[r], xt)
+            to_lanes(w, wt)
+            qx_lanes(xt, wt, (nmax + 1) // 2, Lt, st)
+            for ib in range(nb):
+                good = _pack_x_0(out[r], bsize * ib, st[0, ib], Lt, ib, five)
+                ok = ok and good
+        else:
+            for ib in range(nb):
+                good = block_x_0(x[r], xu[r], 32 * ib, out[r], bsize * ib, nmax, five)
+                ok = ok and good
         if not ok:
             status[r] = OVERFLOW
+
+
+@jit_exact
+def quantize_rows(x, xu, out, status, qw):
+    quantize_rows_x_0(x, xu, out, status, qw, 15, False)
 
 
 @jit_exact
@@ -247,6 +299,7 @@ SPEC = TypeSpec(
     dequantize=dequantize,
     quantize_ref=quantize_ref,
     quantize_rows=quantize_rows,
+    uses_imatrix=True,
     act=act.Q8_0,
     dot_ref=dot_ref,
     arrays=("q4", "d"),

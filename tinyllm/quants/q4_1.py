@@ -16,9 +16,10 @@ from numba import prange
 from ..jit import jit_exact, jit_fast
 from . import act
 from .blocks import (
-    F32, NONFINITE, OVERFLOW, argext, as_rows, fp16_field, out_rows, put16, quiet, read_fp16, safe_recip,
-    validate_fp16,
+    F32, NONFINITE, OVERFLOW, argext, as_rows, fp16_field, out_rows, put16, quiet, read_fp16,
+    row_imatrix_weights, row_imatrix_weights_ref, safe_recip, validate_fp16,
 )
+from .fit import LIMIT, make_qkx3_quants, make_qkx3_quants_ref, qkx2_lanes, to_lanes
 from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .q4_0 import pack_x_0, sum8_q4
 from .rounding import c_int8, c_int8_np, row_nonfinite
@@ -29,6 +30,7 @@ from .types import QK8_0, GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "u1", 16)])
 _F0, _F1, _F_HALF = F32(0.0), F32(1.0), F32(0.5)
+_RMIN_IMX, _RDELTA_IMX = F32(-0.9), F32(0.05)
 
 
 # -- reference (NumPy) ------------------------------------------------------------------------
@@ -40,18 +42,25 @@ def dequantize(b: np.ndarray) -> np.ndarray:
 
 
 @quiet
-def quantize_x_1_ref(x: np.ndarray, type: GGMLType, block: np.dtype) -> np.ndarray:
-    """quantize_row_q4_1_ref / q5_1_ref (§3.10): d = (max-min)/nmax, m = min, q = (int)((x-min)*id + 0.5)."""
+def quantize_x_1_ref(x: np.ndarray, type: GGMLType, block: np.dtype, qw=None) -> np.ndarray:
+    """quantize_row_q4_1_ref / q5_1_ref (§3.10): d = (max-min)/nmax, m = min, q = (int)((x-min)*id + 0.5).
+    With qw (n,): quantize_row_q4_1_impl / q5_1_impl, make_qkx3_quants(32, nmax, x, w, -0.9,
+    0.05, 36) with weights qw*sqrt(sigma2 + x²), sigma2 = Σx²/n over the row."""
     x = as_rows(x, type)
     xb = x.reshape(-1, QK8_0)
-    mn = argext(xb, np.argmin)
-    mx = argext(xb, np.argmax)
     nmax = 15 if type == GGMLType.Q4_1 else 31
-    d = (mx - mn) / F32(nmax)
-    id = safe_recip(d)
-    q = c_int8_np((xb - mn[:, None]) * id[:, None] + F32(0.5))
-    if type == GGMLType.Q4_1:
-        q = np.minimum(15, q)  # MIN(15, (int8_t)(.)); Q5_1's (uint8_t)(.) has no clamp, same low byte
+    if qw is not None:
+        w = row_imatrix_weights_ref(x, qw).reshape(-1, QK8_0)
+        d, the_min, q = make_qkx3_quants_ref(xb, w, nmax, -0.9, 0.05, 36)
+        mn = -the_min
+    else:
+        mn = argext(xb, np.argmin)
+        mx = argext(xb, np.argmax)
+        d = (mx - mn) / F32(nmax)
+        id = safe_recip(d)
+        q = c_int8_np((xb - mn[:, None]) * id[:, None] + F32(0.5))
+        if type == GGMLType.Q4_1:
+            q = np.minimum(15, q)  # MIN(15, (int8_t)(.)); Q5_1's (uint8_t)(.) has no clamp, same low byte
     b = np.zeros(xb.shape[0], block)
     b["d"] = fp32_to_fp16(d)
     b["m"] = fp32_to_fp16(mn)
@@ -62,7 +71,7 @@ def quantize_x_1_ref(x: np.ndarray, type: GGMLType, block: np.dtype) -> np.ndarr
 
 
 def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
-    return quantize_x_1_ref(x, GGMLType.Q4_1, BLOCK)
+    return quantize_x_1_ref(x, GGMLType.Q4_1, BLOCK, qw)
 
 
 def unpack_ref(raw: np.ndarray):
@@ -122,17 +131,74 @@ def block_x_1(xr, base, o, ob, nmax, five):
 
 
 @jit_exact
-def quantize_rows(x, xu, out, status, qw):
-    for r in range(x.shape[0]):
+def _pack_x_1(o, ob, d_block, m_block, L, lane, five):
+    """Store d, m and the quants L[:, lane] (0..15 / 0..31) of one block (Q5_1: and qh)."""
+    _, ok_d = fp16_field(o, ob, d_block)
+    _, ok_m = fp16_field(o, ob + 2, m_block)
+    qh = 0
+    qs = ob + 8 if five else ob + 4
+    for j in range(16):
+        a0 = np.int64(L[j, lane])
+        a1 = np.int64(L[16 + j, lane])
+        o[qs + j] = ((a0 & 0xF) | ((a1 & 0xF) << 4)) & 0xFF
+        qh |= ((a0 >> 4) & 1) << j
+        qh |= ((a1 >> 4) & 1) << (j + 16)
+    if five:
+        put16(o, ob + 4, qh & 0xFFFF)
+        put16(o, ob + 6, (qh >> 16) & 0xFFFF)
+    return ok_d and ok_m
+
+
+@jit_exact
+def quantize_rows_x_1(x, xu, out, status, qw, nmax, five, limit):
+    """Q4_1 (nmax 15) / Q5_1 (nmax 31, five) rows; qw: imatrix weights per column, or empty.
+    With qw: quantize_row_q4_1_impl / q5_1_impl, the blocks' make_qkx3_quants(32, nmax, x,
+    qw*sqrt(sigma2 + x²), -0.9, 0.05, 36) fits side by side (fit.qkx2_lanes; a lane its guard
+    flags is redone by the scalar fit). limit: that guard's bound (tests pass 0)."""
+    bsize = 24 if five else 20
+    rows, n = x.shape
+    nb = n // 32
+    imx = qw.shape[0] != 0
+    m = nb if imx else 0
+    w = np.empty(n if imx else 0, np.float32)
+    xt = np.empty((32, m), np.float32)
+    wt = np.empty((32, m), np.float32)
+    Lt = np.empty((32, m), np.float32)
+    laux = np.empty((32, m), np.float32)
+    st = np.empty((20, m), np.float32)
+    lone = np.empty(32, np.int64)
+    lscratch = np.empty(32, np.int64)
+    for r in range(rows):
         if row_nonfinite(xu[r]):
             status[r] = NONFINITE
             continue
         ok = True
-        for ib in range(x.shape[1] // 32):
-            good = block_x_1(x[r], 32 * ib, out[r], 20 * ib, 15, False)
-            ok = ok and good
+        if imx:
+            row_imatrix_weights(x[r], qw, w)
+            to_lanes(x[r], xt)
+            to_lanes(w, wt)
+            qkx2_lanes(xt, wt, nmax, _RMIN_IMX, _RDELTA_IMX, 36, False, Lt, laux, st, limit)
+            for ib in range(nb):
+                if st[2, ib] != _F0:  # exact scalar fit for a lane the guard flagged
+                    sc, mn = make_qkx3_quants(x[r], 32 * ib, w[32 * ib : 32 * ib + 32], lone, 0, lscratch, nmax,
+                                              _RMIN_IMX, _RDELTA_IMX, 36, 32, False)
+                    st[0, ib] = sc
+                    st[1, ib] = mn
+                    for i in range(32):
+                        Lt[i, ib] = F32(lone[i])
+                good = _pack_x_1(out[r], bsize * ib, st[0, ib], -st[1, ib], Lt, ib, five)
+                ok = ok and good
+        else:
+            for ib in range(nb):
+                good = block_x_1(x[r], 32 * ib, out[r], bsize * ib, nmax, five)
+                ok = ok and good
         if not ok:
             status[r] = OVERFLOW
+
+
+@jit_exact
+def quantize_rows(x, xu, out, status, qw):
+    quantize_rows_x_1(x, xu, out, status, qw, 15, False, LIMIT)
 
 
 @jit_exact
@@ -231,6 +297,7 @@ SPEC = TypeSpec(
     dequantize=dequantize,
     quantize_ref=quantize_ref,
     quantize_rows=quantize_rows,
+    uses_imatrix=True,
     act=act.Q8_1,
     dot_ref=dot_ref,
     arrays=("q4", "d", "m"),

@@ -15,8 +15,14 @@ from numba import prange
 
 from ..jit import jit_exact, jit_fast
 from . import act
-from .blocks import F32, NONFINITE, OVERFLOW, as_rows, fp16_field, out_rows, quiet, read_fp16, seq_sum, validate_fp16
-from .fit import LIMIT, make_qkx2_quants, make_qkx2_quants_ref, qkx2_lanes, to_lanes
+from .blocks import (
+    F32, NONFINITE, OVERFLOW, as_rows, fp16_field, kquant_imatrix_weights, kquant_imatrix_weights_ref, out_rows, quiet,
+    read_fp16, seq_sum, validate_fp16,
+)
+from .fit import (
+    LIMIT, make_qkx2_quants, make_qkx2_quants_ref, make_qkx3_quants_ref, make_qp_quants, make_qp_quants_rows_ref,
+    qkx2_lanes, to_lanes,
+)
 from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .kscales import pack_k4, pack_scales_k4, scale_min_k4, scales_k4
 from .q4_0 import sum8_q4
@@ -28,6 +34,7 @@ from .types import QK_K, GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qs", "u1", 128)])
 _F0, _F0_1, _F32_32, _F63 = F32(0.0), F32(0.1), F32(32.0), F32(63.0)
+_F2, _RMIN_IMX, _RDELTA_IMX = F32(2.0), F32(-0.9), F32(0.05)  # the imatrix fits
 
 
 # -- reference (NumPy) ------------------------------------------------------------------------
@@ -55,8 +62,9 @@ def dequantize(b: np.ndarray) -> np.ndarray:
 
 
 @quiet
-def quantize_kmin_ref(x: np.ndarray, type: GGMLType, block: np.dtype) -> np.ndarray:
-    """quantize_row_q4_K_ref / q5_K_ref (§3.6)."""
+def quantize_kmin_ref(x: np.ndarray, type: GGMLType, block: np.dtype, qw=None) -> np.ndarray:
+    """quantize_row_q4_K_ref / q5_K_ref (§3.6); with qw (n,) quantize_row_q4_K_impl / q5_K_impl
+    (kquants.md §3.11): weights qw*sqrt(sigma2 + x²), qkx3 fits, make_qp_quants super-scales."""
     x = as_rows(x, type)
     rows = x.shape[0]
     xb = x.reshape(-1, QK_K)
@@ -64,25 +72,35 @@ def quantize_kmin_ref(x: np.ndarray, type: GGMLType, block: np.dtype) -> np.ndar
     five = type == GGMLType.Q5_K
     nmax, rmin, nstep = (31, -0.5, 15) if five else (15, -1.0, 20)
     xs = xb.reshape(nb * 8, 32)
-    av_x = np.sqrt(seq_sum(xs * xs) / F32(32))
-    w = av_x[:, None] + np.abs(xs)
-    scales, mins, L = make_qkx2_quants_ref(xs, w, nmax, rmin, 0.1, nstep)
-    scales, mins, L = scales.reshape(nb, 8), mins.reshape(nb, 8), L.reshape(nb, 8, 32)
-
-    def top(v):  # `if v > top: top = v` from +0.0
-        m = v.max(axis=1)
-        return np.where(m > 0, m, F32(0)).astype(F32)
-
-    max_scale, max_min = top(scales), top(mins)
-    inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
-    inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0)).astype(F32)
-    # (uint8_t)nearest_int(...) wraps modulo 256 before MIN(63, .)
-    ls = np.minimum(63, nearest_int_np(inv_scale[:, None] * scales) & 0xFF).astype(np.uint8)
-    lm = np.minimum(63, nearest_int_np(inv_min[:, None] * mins) & 0xFF).astype(np.uint8)
     b = np.zeros(nb, block)
+    if qw is None:
+        av_x = np.sqrt(seq_sum(xs * xs) / F32(32))
+        w = av_x[:, None] + np.abs(xs)
+        scales, mins, L = make_qkx2_quants_ref(xs, w, nmax, rmin, 0.1, nstep)
+        scales, mins, L = scales.reshape(nb, 8), mins.reshape(nb, 8), L.reshape(nb, 8, 32)
+
+        def top(v):  # `if v > top: top = v` from +0.0
+            m = v.max(axis=1)
+            return np.where(m > 0, m, F32(0)).astype(F32)
+
+        max_scale, max_min = top(scales), top(mins)
+        inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
+        inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0)).astype(F32)
+        # (uint8_t)nearest_int(...) wraps modulo 256 before MIN(63, .)
+        ls = np.minimum(63, nearest_int_np(inv_scale[:, None] * scales) & 0xFF).astype(np.uint8)
+        lm = np.minimum(63, nearest_int_np(inv_min[:, None] * mins) & 0xFF).astype(np.uint8)
+        d, dmin = max_scale / F32(63), max_min / F32(63)
+    else:
+        w, sw = kquant_imatrix_weights_ref(x, qw, 32, _F2)  # (nb, 8, 32), (nb, 8)
+        scales, mins, L = make_qkx3_quants_ref(xs, w.reshape(nb * 8, 32), nmax, -0.9, 0.05, 36)
+        scales, mins, L = scales.reshape(nb, 8), mins.reshape(nb, 8), L.reshape(nb, 8, 32)
+        d, ls = make_qp_quants_rows_ref(63, scales, sw)
+        dmin, lm = make_qp_quants_rows_ref(63, mins, sw)
+        if five:  # quantize_row_q5_K_impl clamps, q4_K_impl stores the byte as it is
+            ls, lm = np.minimum(63, ls).astype(np.uint8), np.minimum(63, lm).astype(np.uint8)
     b["scales"] = pack_k4(ls, lm)
-    b["d"] = fp32_to_fp16(max_scale / F32(63))
-    b["dmin"] = fp32_to_fp16(max_min / F32(63))
+    b["d"] = fp32_to_fp16(d)
+    b["dmin"] = fp32_to_fp16(dmin)
     # re-quantize against the rounded scales; sub-blocks with d_j == 0 keep their L
     sc, m = scales_k4(b["scales"])
     dj = b["d"].astype(F32)[:, None] * sc.astype(F32)
@@ -100,7 +118,7 @@ def quantize_kmin_ref(x: np.ndarray, type: GGMLType, block: np.dtype) -> np.ndar
 
 
 def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
-    return quantize_kmin_ref(x, GGMLType.Q4_K, BLOCK)
+    return quantize_kmin_ref(x, GGMLType.Q4_K, BLOCK, qw)
 
 
 def unpack_ref(raw: np.ndarray, five: bool = False):
@@ -141,25 +159,36 @@ def dot_ref(raw, qs, d, bsums):
 
 
 @jit_exact
-def _finish(xr, base, o, ob, five, nmax, Lt, lane0, scales, mins, L, ls, lm):
+def _finish(xr, base, o, ob, five, nmax, Lt, lane0, scales, mins, L, ls, lm, sw):
     """quantize_row_q4_K_ref / q5_K_ref (§3.6) steps 2-6 for the super-block at xr[base:base+256],
-    given its 8 sub-block fits in lanes lane0..lane0+7."""
-    max_scale = _F0
-    max_min = _F0
-    for j in range(8):
-        if scales[lane0 + j] > max_scale:
-            max_scale = scales[lane0 + j]
-        if mins[lane0 + j] > max_min:
-            max_min = mins[lane0 + j]
-    inv_scale = _F63 / max_scale if max_scale > _F0 else _F0
-    inv_min = _F63 / max_min if max_min > _F0 else _F0
-    for j in range(8):
-        # (uint8_t)nearest_int(.) wraps modulo 256 before MIN(63, .)
-        ls[j] = min(63, nearest_int(inv_scale * scales[lane0 + j]) & 0xFF)
-        lm[j] = min(63, nearest_int(inv_min * mins[lane0 + j]) & 0xFF)
+    given its 8 sub-block fits in lanes lane0..lane0+7; with sub-block weight sums sw (the
+    imatrix path, non-empty) the super-scales come from make_qp_quants instead (_impl)."""
+    if sw.shape[0] == 0:
+        max_scale = _F0
+        max_min = _F0
+        for j in range(8):
+            if scales[lane0 + j] > max_scale:
+                max_scale = scales[lane0 + j]
+            if mins[lane0 + j] > max_min:
+                max_min = mins[lane0 + j]
+        inv_scale = _F63 / max_scale if max_scale > _F0 else _F0
+        inv_min = _F63 / max_min if max_min > _F0 else _F0
+        for j in range(8):
+            # (uint8_t)nearest_int(.) wraps modulo 256 before MIN(63, .)
+            ls[j] = min(63, nearest_int(inv_scale * scales[lane0 + j]) & 0xFF)
+            lm[j] = min(63, nearest_int(inv_min * mins[lane0 + j]) & 0xFF)
+        d_block = max_scale / _F63
+        m_block = max_min / _F63
+    else:
+        d_block = make_qp_quants(8, 63, scales, lane0, ls, 0, sw, lane0)
+        m_block = make_qp_quants(8, 63, mins, lane0, lm, 0, sw, lane0)
+        if five:  # quantize_row_q5_K_impl clamps, q4_K_impl stores the byte as it is
+            for j in range(8):
+                ls[j] = min(63, ls[j])
+                lm[j] = min(63, lm[j])
     pack_scales_k4(ls, lm, o, ob + 4)
-    d, ok_d = fp16_field(o, ob, max_scale / _F63)
-    dmin, ok_m = fp16_field(o, ob + 2, max_min / _F63)
+    d, ok_d = fp16_field(o, ob, d_block)
+    dmin, ok_m = fp16_field(o, ob + 2, m_block)
     # re-quantize against the rounded scales; a sub-block with d_j == 0 keeps its fitted L
     for j in range(8):
         sc, m = scale_min_k4(o, ob + 4, j)
@@ -197,8 +226,9 @@ def _finish(xr, base, o, ob, five, nmax, Lt, lane0, scales, mins, L, ls, lm):
 
 
 @jit_exact
-def row_kmin(xr, o, five, limit):
-    """One row of Q4_K / Q5_K; returns False if an fp16 scale overflowed.
+def row_kmin(xr, o, five, limit, qw):
+    """One row of Q4_K / Q5_K; returns False if an fp16 scale overflowed. qw: the imatrix
+    weights of the row's columns (the _impl path) or an empty array (the _ref path).
 
     limit: the guard bound of the lane fits, fit.LIMIT; tests pass 0 to send every lane
     through the scalar fit.
@@ -206,61 +236,68 @@ def row_kmin(xr, o, five, limit):
     nb = xr.shape[0] // 256
     N = 8 * nb
     nbytes = o.shape[0] // nb
-    if five:
-        nmax, rmin, nstep = 31, F32(-0.5), 15
+    imx = qw.shape[0] != 0
+    if imx:
+        nmax, rmin, rdelta, nstep = (31 if five else 15), _RMIN_IMX, _RDELTA_IMX, 36
+    elif five:
+        nmax, rmin, rdelta, nstep = 31, F32(-0.5), _F0_1, 15
     else:
-        nmax, rmin, nstep = 15, F32(-1.0), 20
+        nmax, rmin, rdelta, nstep = 15, F32(-1.0), _F0_1, 20
     xt = np.empty((32, N), np.float32)
     wt = np.empty((32, N), np.float32)
     Lt = np.empty((32, N), np.float32)
     laux = np.empty((32, N), np.float32)
     st = np.empty((20, N), np.float32)
+    sw = np.empty(N if imx else 0, np.float32)
     L = np.empty(256, np.int64)
     lone = np.empty(32, np.int64)
     wone = np.empty(32, np.float32)
-    ls = np.empty(8, np.int64)
-    lm = np.empty(8, np.int64)
+    ls = np.empty(8, np.uint8)
+    lm = np.empty(8, np.uint8)
     to_lanes(xr, xt)
-    av_x = st[0]
-    for k in range(N):
-        av_x[k] = _F0
-    for i in range(32):
+    if imx:
+        kquant_imatrix_weights(xr, qw, wt, sw, 32, _F2)
+    else:
+        av_x = st[0]
         for k in range(N):
-            av_x[k] = av_x[k] + xt[i, k] * xt[i, k]
-    for k in range(N):
-        av_x[k] = np.sqrt(av_x[k] / _F32_32)
-    for i in range(32):
+            av_x[k] = _F0
+        for i in range(32):
+            for k in range(N):
+                av_x[k] = av_x[k] + xt[i, k] * xt[i, k]
         for k in range(N):
-            wt[i, k] = av_x[k] + abs(xt[i, k])
-    qkx2_lanes(xt, wt, nmax, rmin, _F0_1, nstep, Lt, laux, st, limit)
+            av_x[k] = np.sqrt(av_x[k] / _F32_32)
+        for i in range(32):
+            for k in range(N):
+                wt[i, k] = av_x[k] + abs(xt[i, k])
+    qkx2_lanes(xt, wt, nmax, rmin, rdelta, nstep, False, Lt, laux, st, limit)
     for k in range(N):
         if st[2, k] != _F0:  # exact scalar fit for a lane the guard flagged
             for i in range(32):
                 wone[i] = wt[i, k]
-            sc, mn = make_qkx2_quants(xr, 32 * k, wone, lone, 0, L, nmax, rmin, _F0_1, nstep)
+            sc, mn = make_qkx2_quants(xr, 32 * k, wone, lone, 0, L, nmax, rmin, rdelta, nstep, 32, False)
             st[0, k] = sc
             st[1, k] = mn
             for i in range(32):
                 Lt[i, k] = F32(lone[i])
     ok = True
     for ib in range(nb):
-        good = _finish(xr, 256 * ib, o, nbytes * ib, five, nmax, Lt, 8 * ib, st[0], st[1], L, ls, lm)
+        good = _finish(xr, 256 * ib, o, nbytes * ib, five, nmax, Lt, 8 * ib, st[0], st[1], L, ls, lm, sw)
         ok = ok and good
     return ok
 
 
 @jit_exact
-def quantize_rows_kmin(x, xu, out, status, five, limit):
+def quantize_rows_kmin(x, xu, out, status, five, limit, qw):
     for r in range(x.shape[0]):
         if row_nonfinite(xu[r]):
             status[r] = NONFINITE
-        elif not row_kmin(x[r], out[r], five, limit):
+        elif not row_kmin(x[r], out[r], five, limit, qw):
             status[r] = OVERFLOW
 
 
 @jit_exact
 def quantize_rows(x, xu, out, status, qw):
-    quantize_rows_kmin(x, xu, out, status, False, LIMIT)
+    quantize_rows_kmin(x, xu, out, status, False, LIMIT, qw)
 
 
 @jit_exact
@@ -440,6 +477,7 @@ SPEC = TypeSpec(
     dequantize=dequantize,
     quantize_ref=quantize_ref,
     quantize_rows=quantize_rows,
+    uses_imatrix=True,
     act=act.Q8_K,
     dot_ref=dot_ref,
     arrays=("q4", "qh", "sc", "mn", "d", "dmin"),

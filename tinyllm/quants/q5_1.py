@@ -12,11 +12,11 @@ from numba import prange
 
 from ..jit import jit_exact, jit_fast
 from . import act
-from .blocks import F32, NONFINITE, OVERFLOW, read_fp16
+from .blocks import F32, read_fp16
 from .fp16 import fp16_to_fp32
-from .q4_1 import block_x_1, dot_min32_ref, quantize_x_1_ref
+from .fit import LIMIT
+from .q4_1 import dot_min32_ref, quantize_rows_x_1, quantize_x_1_ref
 from .q5_0 import qh32, qh_bits_32, sum8_q5
-from .rounding import row_nonfinite
 from .simd import mac_u8_4, set_u8_4, unpack5
 from .spec import TypeSpec
 from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
@@ -34,7 +34,7 @@ def dequantize(b: np.ndarray) -> np.ndarray:
 
 
 def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
-    return quantize_x_1_ref(x, GGMLType.Q5_1, BLOCK)
+    return quantize_x_1_ref(x, GGMLType.Q5_1, BLOCK, qw)
 
 
 def unpack_ref(raw: np.ndarray):
@@ -55,16 +55,7 @@ def dot_ref(raw, qs, d, s):
 
 @jit_exact
 def quantize_rows(x, xu, out, status, qw):
-    for r in range(x.shape[0]):
-        if row_nonfinite(xu[r]):
-            status[r] = NONFINITE
-            continue
-        ok = True
-        for ib in range(x.shape[1] // 32):
-            good = block_x_1(x[r], 32 * ib, out[r], 24 * ib, 31, True)
-            ok = ok and good
-        if not ok:
-            status[r] = OVERFLOW
+    quantize_rows_x_1(x, xu, out, status, qw, 31, True, LIMIT)
 
 
 @jit_exact
@@ -176,6 +167,7 @@ SPEC = TypeSpec(
     dequantize=dequantize,
     quantize_ref=quantize_ref,
     quantize_rows=quantize_rows,
+    uses_imatrix=True,
     act=act.Q8_1,
     dot_ref=dot_ref,
     arrays=("q4", "qh", "d", "m"),

@@ -32,7 +32,7 @@ def dequantize(b: np.ndarray) -> np.ndarray:
 
 
 def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
-    return quantize_kmin_ref(x, GGMLType.Q5_K, BLOCK)
+    return quantize_kmin_ref(x, GGMLType.Q5_K, BLOCK, qw)
 
 
 def dot_ref(raw, qs, d, bsums):
@@ -41,7 +41,7 @@ def dot_ref(raw, qs, d, bsums):
 
 @jit_exact
 def quantize_rows(x, xu, out, status, qw):
-    quantize_rows_kmin(x, xu, out, status, True, LIMIT)
+    quantize_rows_kmin(x, xu, out, status, True, LIMIT, qw)
 
 
 @jit_exact
@@ -102,6 +102,7 @@ SPEC = TypeSpec(
     dequantize=dequantize,
     quantize_ref=quantize_ref,
     quantize_rows=quantize_rows,
+    uses_imatrix=True,
     act=act.Q8_K,
     dot_ref=dot_ref,
     arrays=("q4", "qh", "sc", "mn", "d", "dmin"),

@@ -44,12 +44,14 @@ def dequantize(b: np.ndarray) -> np.ndarray:
 
 @quiet
 def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
-    """quantize_row_q6_K_ref (§3.7)."""
+    """quantize_row_q6_K_ref (§3.7); with qw (n,) quantize_row_q6_K_impl, whose sub-block fits
+    weigh by qw itself instead of x² (kquants.md §3.11)."""
     x = as_rows(x, GGMLType.Q6_K)
     rows = x.shape[0]
     xb = x.reshape(-1, QK_K)
     nb = xb.shape[0]
-    scales, L = make_qx_quants_ref(xb.reshape(nb * 16, 16), 32)
+    w = None if qw is None else np.broadcast_to(np.asarray(qw, F32).reshape(1, -1, 16), (rows, x.shape[1] // 16, 16)).reshape(-1, 16)
+    scales, L = make_qx_quants_ref(xb.reshape(nb * 16, 16), 32, 1, w)
     scales, L = scales.reshape(nb, 16), L.reshape(nb, 16, 16)
     max_abs_scale, max_scale = first_absmax(scales)
     zero = max_abs_scale < F32(1e-15)  # whole block stays zero, d = 0
@@ -150,6 +152,10 @@ def quantize_rows(x, xu, out, status, qw):
     rows, n = x.shape
     nb = n // 256
     N = 16 * nb
+    imx = qw.shape[0] != 0
+    wt = np.empty((16 if imx else 0, N if imx else 0), np.float32)
+    if imx:  # the imatrix weights are the same for every row
+        to_lanes(qw, wt)
     for r in range(rows):
         if row_nonfinite(xu[r]):
             status[r] = NONFINITE
@@ -161,7 +167,7 @@ def quantize_rows(x, xu, out, status, qw):
         xr = x[r]
         o = out[r]
         to_lanes(xr, xt)
-        qx_lanes(xt, Lt, st)
+        qx_lanes(xt, wt, 32, Lt, st)
         ok = True
         for ib in range(nb):
             good = _finish(xr, 256 * ib, o, 210 * ib, Lt, 16 * ib, st[0], L)
@@ -334,6 +340,7 @@ SPEC = TypeSpec(
     dequantize=dequantize,
     quantize_ref=quantize_ref,
     quantize_rows=quantize_rows,
+    uses_imatrix=True,
     act=act.Q8_K,
     dot_ref=dot_ref,
     arrays=("q4", "qh", "sc", "d"),

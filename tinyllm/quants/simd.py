@@ -10,7 +10,9 @@ unpacked into a small buffer of unsigned bytes
 
 once, then multiplied against every token's activation pairs. No saturation can occur:
 int16 lanes sum at most K pairs, K chosen per type below (|y| <= 127 after quantization).
-Q8_0's signed weights use vpmaddwd (int16 x int16 -> int32) instead.
+Q8_0's signed weights use vpmaddwd (int16 x int16 -> int32) instead. The non-linear IQ4
+grid values (up to 127 in magnitude: a single pair sum could saturate) are looked up with
+vpshufb as two 4-bit digits of value + 128 (`unpack_iq4`), each multiplied like Q4 quants.
 
 Every kernel built from these has a portable twin; `HAS_AVX2` says whether they can run here.
 """
@@ -21,6 +23,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .iq_grids import KVALUES
 from .tiles import TILE
 
 I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
@@ -105,7 +108,7 @@ def make_mac_u8(K, G=TILE // 16, store=False):
 
 mac_u8_2 = make_mac_u8(2)  # Q6_K: pair sums <= 2*63*127, two fit in int16
 mac_u8_4 = make_mac_u8(4)  # Q5: <= 2*31*127 per pair
-mac_u8_8 = make_mac_u8(8)  # Q4: <= 2*15*127 per pair
+mac_u8_8 = make_mac_u8(8)  # Q4: <= 2*15*127 per pair (Q2_K, Q3_K: <= 2*7*127)
 # the same, storing instead of adding: the first call of a sum (no zeroing pass, no memset call)
 set_u8_2, set_u8_4, set_u8_8 = (make_mac_u8(k, store=True) for k in (2, 4, 8))
 
@@ -212,3 +215,217 @@ def make_unpack(bits):
 unpack4 = make_unpack(4)
 unpack5 = make_unpack(5)
 unpack6 = make_unpack(6)
+
+
+
+def make_unpack_crumbs(bits):
+    """Unpack 8 elements of 32 rows into qb for the 2-bit (Q2_K) and 3-bit (Q3_K) tiles.
+
+    src holds bytes of four 2-bit values (bits 2k..2k+1 = element k), elements 0-3 of the 32
+    rows at so and 4-7 at so + ss; for 3-bit, h's bit k (32 bytes at ho) is the third bit of
+    element k. Pair p (elements 2p, 2p+1) goes to qb[qbo + p*qbs : +64] as [row][lo, hi] bytes.
+
+    Each source byte x is paired with x >> 2 once (one interleave), so that in every 16-bit
+    lane [x, x >> 2] the masks 0x0303 of the lane and of the lane >> 4 are pairs 0 and 1; the
+    third bits come the same way from [h, h >> 1]."""
+
+    @intrinsic
+    def unpack(typingctx, qb, qbo, qbs, src, so, ss, h, ho):
+        sig = types.void(qb, qbo, qbs, src, so, ss, h, ho)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+
+            def c8(v):
+                return ir.Constant(V32I8, [v] * 32)
+
+            def c16(v):
+                return ir.Constant(V16I16, [v] * 16)
+
+            lo_idx = ir.Constant(ir.VectorType(I32, 32), [i // 2 + 32 * (i % 2) for i in range(32)])
+            hi_idx = ir.Constant(ir.VectorType(I32, 32), [16 + i // 2 + 32 * (i % 2) for i in range(32)])
+
+            def halves(x, shift):
+                """[row r: x_r, x_r >> shift] as two V16I16 (rows 0-15, rows 16-31)."""
+                t = builder.lshr(x, c8(shift))
+                return [builder.bitcast(builder.shuffle_vector(x, t, idx), V16I16) for idx in (lo_idx, hi_idx)]
+
+            def load(arr_i, off):
+                return builder.load(_vec_ptr(context, builder, A[arr_i], args[arr_i], off, types.intp, V32I8), align=1)
+
+            crumbs = []
+            for k in range(2):
+                off = _offset(context, builder, args[4], A[4], args[5], A[5], k)
+                crumbs.append(halves(load(3, off), 2))
+            if bits == 3:
+                hoff = context.cast(builder, args[7], A[7], types.intp)
+                third = halves(load(6, hoff), 1)
+            for p in range(4):
+                for half in range(2):
+                    v = crumbs[p // 2][half]
+                    if p % 2:
+                        v = builder.lshr(v, c16(4))
+                    v = builder.and_(v, c16(0x0303))
+                    if bits == 3:  # bit 2p of each byte of [h, h >> 1] to bit 2
+                        hb = third[half]
+                        if p == 0:
+                            hb = builder.shl(hb, c16(2))
+                        elif p > 1:
+                            hb = builder.lshr(hb, c16(2 * p - 2))
+                        v = builder.or_(v, builder.and_(hb, c16(0x0404)))
+                    dst = _offset(context, builder, args[1], A[1], args[2], A[2], p)
+                    dst = builder.add(dst, ir.Constant(dst.type, 32 * half))
+                    ptr = _vec_ptr(context, builder, A[0], args[0], dst, types.intp, V32I8)
+                    builder.store(builder.bitcast(v, V32I8), ptr, align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return unpack
+
+
+unpack2 = make_unpack_crumbs(2)
+unpack3 = make_unpack_crumbs(3)
+
+
+def make_dot_crumbs(kind, G=TILE // 16):
+    """One super-block of a tile against one token, for Q3_K (kind "q3") and Q2_K ("q2"):
+    from the unpacked bytes in qb ([pair][row][2], pair p at qo + p*qs) and the token's Q8_K
+    pairs y2[yo:] and bsums bs[bo:bo+16], the exact int32 sums per row of all G*16 rows:
+
+      q3: acc[ao+r]     = Σ_j s_j[r] * (Σ_{e in j} q3[r,e]*y[e] - 4*bs_j)   (s: int8 sc, q3 = 0..7)
+      q2: acc[ao+r]     = Σ_j (sc_j[r] & 15) * Σ_{e in j} q2[r,e]*y[e]
+          acc[ao+R+r]   = Σ_j (sc_j[r] >> 4) * bs_j                        (sc: the packed byte)
+
+    with sc_j[r] at sc[so + j*ss + r]. A sub-block's 16 products are one vpmaddubsw chain in
+    int16 (|sum| <= 8*2*7*127, and 4*bs_j <= 4*16*127 fits beside it); two sub-blocks' sums
+    are interleaved per row and multiplied by their scales with one vpmaddwd into int32."""
+    q3 = kind == "q3"
+
+    @intrinsic
+    def dot(typingctx, acc, ao, qb, qo, qs, y2, yo, sc, so, ss, bs, bo):
+        sig = types.void(acc, ao, qb, qo, qs, y2, yo, sc, so, ss, bs, bo)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            maddubs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+            maddwd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V8I32, [V16I16, V16I16]), "llvm.x86.avx2.pmadd.wd")
+            lo_idx = ir.Constant(ir.VectorType(I32, 16), [i // 2 + 16 * (i % 2) for i in range(16)])
+            hi_idx = ir.Constant(ir.VectorType(I32, 16), [8 + i // 2 + 16 * (i % 2) for i in range(16)])
+
+            def interleave(a, b):
+                return builder.shuffle_vector(a, b, lo_idx), builder.shuffle_vector(a, b, hi_idx)
+
+            def at(i, k, step_arg=None, step=1):
+                """args[i] (an offset) + k * (args[step_arg] or step), as intp."""
+                if step_arg is None:
+                    return _offset(context, builder, args[i], A[i], ir.Constant(I32, step), types.int32, k)
+                return _offset(context, builder, args[i], A[i], args[step_arg], A[step_arg], k)
+
+            def bsum(j):
+                v = builder.load(_vec_ptr(context, builder, A[10], args[10], at(11, j), types.intp, I32), align=4)
+                return builder.trunc(v, I16)
+
+            zero = ir.Constant(V8I32, None)
+            isum = [[zero, zero] for _ in range(G)]
+            summ = [[zero, zero] for _ in range(G)]
+            for jp in range(8):
+                p16 = [[None, None] for _ in range(G)]
+                for h in range(2):
+                    j = 2 * jp + h
+                    ys = []
+                    for k in range(8):
+                        y = builder.load(_vec_ptr(context, builder, A[5], args[5], at(6, 8 * j + k), types.intp, I16), align=2)
+                        ys.append(builder.bitcast(_splat(builder, y, V16I16), V32I8))
+                    if q3:
+                        b4 = _splat(builder, builder.shl(bsum(j), ir.Constant(I16, 2)), V16I16)
+                    for g in range(G):
+                        s = None
+                        for k in range(8):
+                            off = builder.add(at(3, 8 * j + k, 4), ir.Constant(ir.IntType(64), 32 * g))
+                            w = builder.load(_vec_ptr(context, builder, A[2], args[2], off, types.intp, V32I8), align=1)
+                            p = builder.call(maddubs, [w, ys[k]])
+                            s = p if s is None else builder.add(s, p)
+                        p16[g][h] = builder.sub(s, b4) if q3 else s
+                if not q3:  # (bs_j, bs_j+1) in every int32 lane, for the mins
+                    pair = builder.insert_element(ir.Constant(ir.VectorType(I16, 2), None), bsum(2 * jp), ir.Constant(I32, 0))
+                    pair = builder.insert_element(pair, bsum(2 * jp + 1), ir.Constant(I32, 1))
+                    bpair = builder.bitcast(_splat(builder, builder.bitcast(pair, I32), V8I32), V16I16)
+                for g in range(G):
+                    scs = []
+                    for h in range(2):
+                        off = builder.add(at(8, 2 * jp + h, 9), ir.Constant(ir.IntType(64), 16 * g))
+                        v = builder.load(_vec_ptr(context, builder, A[7], args[7], off, types.intp, V16I8), align=1)
+                        scs.append(builder.sext(v, V16I16) if q3 else builder.zext(v, V16I16))
+                    if q3:
+                        sl, sh = interleave(scs[0], scs[1])
+                    else:
+                        c15 = ir.Constant(V16I16, [15] * 16)
+                        c4 = ir.Constant(V16I16, [4] * 16)
+                        sl, sh = interleave(builder.and_(scs[0], c15), builder.and_(scs[1], c15))
+                        ml, mh = interleave(builder.lshr(scs[0], c4), builder.lshr(scs[1], c4))
+                        summ[g][0] = builder.add(summ[g][0], builder.call(maddwd, [ml, bpair]))
+                        summ[g][1] = builder.add(summ[g][1], builder.call(maddwd, [mh, bpair]))
+                    dl, dh = interleave(p16[g][0], p16[g][1])
+                    isum[g][0] = builder.add(isum[g][0], builder.call(maddwd, [dl, sl]))
+                    isum[g][1] = builder.add(isum[g][1], builder.call(maddwd, [dh, sh]))
+            R = 16 * G
+            for g in range(G):
+                for h in range(2):
+                    parts = [(isum, 0)] if q3 else [(isum, 0), (summ, R)]
+                    for sums, base in parts:
+                        off = at(1, 1, step=base + 16 * g + 8 * h)
+                        ptr = _vec_ptr(context, builder, A[0], args[0], off, types.intp, V8I32)
+                        builder.store(sums[g][h], ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dot
+
+
+dot_q3 = make_dot_crumbs("q3")
+dot_q2 = make_dot_crumbs("q2")
+
+
+def make_unpack_lut(tables):
+    """Unpack one group of 16 rows of nibble-pair bytes (4 pairs, as unpack4) through 16-entry
+    byte tables (vpshufb): the values of table i for pair k go to qb[qbo + i*split + k*qbs : +32]
+    as [row][lo, hi] bytes. Non-linear 4-bit types (IQ4_NL, IQ4_XS) split their grid values
+    into two tables of 4-bit digits this way, so the mac_u8_8 sums stay within int16."""
+    luts = [ir.Constant(V16I8, [int(v) for v in t]) for t in tables]
+    assert all(len(t) == 16 and all(0 <= int(v) < 128 for v in t) for t in tables)
+
+    @intrinsic
+    def unpack_lut(typingctx, qb, qbo, qbs, src, so, ss, split):
+        sig = types.void(qb, qbo, qbs, src, so, ss, split)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            pshufb = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I8, [V16I8, V16I8]), "llvm.x86.ssse3.pshuf.b.128"
+            )
+            c15 = ir.Constant(V16I8, [15] * 16)
+            for k in range(4):
+                off = _offset(context, builder, args[4], A[4], args[5], A[5], k)
+                x = builder.load(_vec_ptr(context, builder, A[3], args[3], off, types.intp, V16I8), align=1)
+                lo = builder.and_(x, c15)
+                hi = builder.lshr(x, ir.Constant(V16I8, [4] * 16))
+                dst = _offset(context, builder, args[1], A[1], args[2], A[2], k)
+                for i, lut in enumerate(luts):
+                    vlo, vhi = builder.call(pshufb, [lut, lo]), builder.call(pshufb, [lut, hi])
+                    pairs = builder.shuffle_vector(vlo, vhi, _INTERLEAVE_16)
+                    di = _offset(context, builder, dst, types.intp, args[6], A[6], i)
+                    builder.store(pairs, _vec_ptr(context, builder, A[0], args[0], di, types.intp, V32I8), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return unpack_lut
+
+
+# kvalues_iq4nl[i] + 128 = 16 * IQ4_DIGITS[0][i] + IQ4_DIGITS[1][i], both digits in 0..15
+IQ4_DIGITS = tuple(tuple(((int(v) + 128) >> s) & 15 for v in KVALUES) for s in (4, 0))
+unpack_iq4 = make_unpack_lut(IQ4_DIGITS)

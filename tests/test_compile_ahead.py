@@ -1,0 +1,162 @@
+"""The first-run compile (tinyllm.model.compile_ahead): matmul kernels compile in forked
+workers with exactly the signatures the runtime calls, everything else in the dry forward
+pass, so that after warmup() nothing compiles again; a second process loads it all from the
+cache and skips the workers; a terminal sees a progress line, erased afterwards."""
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tinyllm import load
+from tinyllm.model import compile_ahead as ca
+from tinyllm.quants.registry import TYPES
+
+from tinymodels import make_tiny_model
+
+PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from numba.core import event
+    compiled = []
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            pass
+
+        def on_end(self, ev):
+            compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+
+    event.register("numba:compile", Listener())
+    import tinyllm
+    from tinyllm.model import compile_ahead as ca
+    from tinyllm.sampling import SamplingParams
+
+    calls = []
+    real = ca.compile_ahead
+    ca.compile_ahead = lambda *a, **k: calls.append(1) or real(*a, **k)
+    import tinyllm.model.core as core
+    core.compile_ahead = ca.compile_ahead
+    m = tinyllm.load(sys.argv[1], n_ctx=64)
+    m.warmup()
+    n_warmup = len(compiled)
+    text = tinyllm.generate(m, [1, 2, 3], max_tokens=4, params=SamplingParams(temperature=0)).read()
+    print(json.dumps({"warmup": compiled[:n_warmup], "after": compiled[n_warmup:], "workers_ran": bool(calls)}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ahead")
+    return make_tiny_model(d, "llama", "Q4_K")
+
+
+def probe(path, cache):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), TINYLLM_COMPILE_AHEAD="1")
+    r = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="compiles nothing with the JIT off")
+def test_first_run_compiles_matmuls_in_workers_and_nothing_after_warmup(model_path, tmp_path):
+    m = load(model_path, n_ctx=64)
+    kernels = {TYPES[t].kernels[s].py_func.__qualname__ for t in {w.type for _, w in m.weights.matrices()}
+               for s in ("portable", "avx2")}  # fmt: skip
+    cold = probe(model_path, tmp_path)
+    assert cold["workers_ran"]
+    assert cold["warmup"], "a first run with an empty cache compiled nothing in this process"
+    assert not kernels & set(cold["warmup"]), "a matmul kernel compiled in the main process, not in a worker"
+    assert cold["after"] == [], "kernels compiled after warmup: the first reply would stall"
+    warm = probe(model_path, tmp_path)
+    assert warm == {"warmup": [], "after": [], "workers_ran": False}
+
+
+def test_matmul_jobs_are_one_group_per_weight_type_with_runtime_signatures(model_path):
+    m = load(model_path, n_ctx=64)
+    groups = ca.matmul_jobs(m)
+    w = m.weights
+    matmul_types = {w.output.type} | {v.type for lw in w.blk for v in vars(lw).values() if hasattr(v, "spec")}
+    assert len(groups) == len(matmul_types) >= 1
+    for group in groups:
+        names = [k.py_func.__qualname__ for k, _ in group]
+        assert len(set(zip(names, [s for _, s in group]))) == len(group)  # no duplicate (kernel, signature)
+
+
+def test_warmup_progress_line_on_a_terminal_only(model_path, tmp_path, monkeypatch):
+    """A first warmup (no warm marker) on a terminal writes only progress lines, then erases
+    them; with the marker there (a later run) or on a pipe it writes nothing."""
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    import tinyllm.model.core as core
+
+    marker = tmp_path / "warm" / "marker"
+    monkeypatch.setattr(core, "warm_marker", lambda m: marker)
+    monkeypatch.setattr(ca._Progress, "_tick", lambda self: self.stream.write("\r" + self._line() + "\x1b[K"))
+    tty = Terminal()
+    m = load(model_path, n_ctx=64)
+    seconds = m.warmup(notice=tty)
+    out = tty.getvalue()
+    assert out.endswith("\r\x1b[K") and marker.exists()
+    for line in out.split("\r")[1:-1]:
+        assert line.startswith("compiling kernels (first run only) [") and line.endswith(" s left\x1b[K"), line
+    assert m.compile_seconds == seconds >= 0 and m.kv.n_past == 0
+    assert m.warmup(notice=tty) == seconds and tty.getvalue() == out  # a second warmup does nothing
+    later, pipe = Terminal(), io.StringIO()
+    load(model_path, n_ctx=64).warmup(notice=later)
+    assert later.getvalue() == ""
+    marker.unlink()
+    load(model_path, n_ctx=64).warmup(notice=pipe)
+    assert pipe.getvalue() == ""
+
+
+def test_progress_line_estimates_from_the_work_done():
+    p = ca._Progress(None, n_kernels=3, seconds=10.0)
+    assert "0/3 weight types" in p._line() and "about 10 s left" in p._line()
+    p.kernel_done()
+    p.kernel_done()
+    p.rest_done()
+    p.t0 -= 3.0  # 3 s in, 3 of 4 parts done: about 1 s left
+    line = p._line()
+    assert "[###############     ] 2/3 weight types, about 1 s left" in line, line
+    p.close()
+
+
+def test_dry_forward_skips_products_only_inside_the_block(model_path):
+    from tinyllm.model import forward as fw
+
+    m = load(model_path, n_ctx=64)
+    w = m.weights.blk[0].ffn_up
+    x = np.ones((2, w.n_in), np.float32)
+    with fw.matmuls_skipped():
+        assert not fw.matmul(w, x).any()
+    assert fw.matmul(w, x).any()
+
+
+def test_forked_jobs_deal_biggest_first_and_survive_a_failing_job(tmp_path):
+    from tinyllm.jit import ForkedJobs
+
+    def job(name, fail=False):
+        def run():
+            if fail:
+                raise RuntimeError("boom")
+            (tmp_path / name).write_text(name)
+        run.size = len(name)
+        return run
+
+    jobs = [job("a"), job("bbbb"), job("cc", fail=True), job("ddd")]
+    done = []
+    with ForkedJobs(jobs, 2, weight=lambda j: j.size) as work:
+        assert len(work.workers) == 2
+        work.wait(lambda: done.append(1))
+    # bbbb -> worker 0, ddd -> 1, cc -> 1 (after ddd; it fails and ends that worker), a -> 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "bbbb", "ddd"]
+    assert len(done) == 3

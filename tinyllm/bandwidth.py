@@ -1,0 +1,111 @@
+"""The machine's memory read bandwidth, measured once per CPU and thread count and cached, so
+that `tinyllm bench` can say how close decode comes to the limit (decode reads every weight
+once a token: tokens/s cannot pass bandwidth / weight bytes).
+
+A STREAM-style read, in a separate process: every thread sums its share of a 256 MiB buffer (far larger than any
+cache) as 64-bit integers; the best of five passes counts. Cached in
+`<cache>/bandwidth.json` under the CPU name and thread count.
+"""
+import json
+import time
+
+import numpy as np
+from numba import prange
+
+from .jit import get_threads, jit_fast
+from .paths import cache_dir
+
+PROBE_BYTES = 256 << 20
+
+
+@jit_fast(parallel=True)
+def _read_all(buf, chunks):
+    """Σ of buf (uint64) read once, in `chunks` parts, one per thread at a time."""
+    n = buf.size
+    step = (n + chunks - 1) // chunks
+    part = np.zeros(chunks, np.uint64)
+    for c in prange(chunks):
+        s = np.uint64(0)
+        for i in range(c * step, min(n, (c + 1) * step)):
+            s += buf[i]
+        part[c] = s
+    return part.sum()
+
+
+def measure_read_gbs(threads: int | None = None, nbytes: int = PROBE_BYTES, passes: int = 5) -> float:
+    """Read bandwidth in GB/s (1e9 bytes/s) with the current (or given) thread count."""
+    from .jit import set_threads
+
+    old = get_threads()
+    if threads is not None:
+        set_threads(threads)
+    try:
+        buf = np.ones(nbytes // 8, np.uint64)  # written, so every page is real memory
+        n = get_threads()
+        _read_all(buf[:1024], n)  # compile / load
+        best = float("inf")
+        for _ in range(passes):
+            t0 = time.perf_counter()
+            _read_all(buf, n * 4)
+            best = min(best, time.perf_counter() - t0)
+        return buf.nbytes / best / 1e9
+    finally:
+        set_threads(old)
+
+
+def _measure_in_a_new_process(n: int) -> float:
+    """measure_read_gbs(n) in a fresh interpreter, so that the 256 MiB buffer never counts in
+    this process's peak RSS (which bench reports)."""
+    import subprocess
+    import sys
+
+    from .errors import TinyLLMError
+
+    r = subprocess.run([sys.executable, "-m", "tinyllm.bandwidth", str(n)], capture_output=True, text=True)
+    try:
+        return float(r.stdout.strip())
+    except ValueError:
+        raise TinyLLMError(f"the memory bandwidth probe failed: {(r.stderr.strip().splitlines() or ['?'])[-1][:200]}") from None
+
+
+def _cache(threads):
+    import llvmlite.binding as llvm
+
+    n = threads if threads is not None else get_threads()
+    try:
+        cached = json.loads((cache_dir() / "bandwidth.json").read_text())
+    except (OSError, ValueError):
+        cached = {}
+    return n, f"{llvm.get_host_cpu_name()}|{n}", cached if isinstance(cached, dict) else {}
+
+
+def cached_read_gbs(threads: int | None = None) -> float | None:
+    """The cached figure of read_gbs, or None when it has not been measured here yet."""
+    _, key, cached = _cache(threads)
+    v = cached.get(key)
+    return float(v) if isinstance(v, (int, float)) and v > 0 else None
+
+
+def read_gbs(threads: int | None = None) -> float:
+    """measure_read_gbs, cached per CPU and thread count."""
+    known = cached_read_gbs(threads)
+    if known is not None:
+        return known
+    n, key, cached = _cache(threads)
+    gbs = _measure_in_a_new_process(n)
+    cached[key] = gbs
+    path = cache_dir() / "bandwidth.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cached, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass
+    return gbs
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(measure_read_gbs(int(sys.argv[1])))
