@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ from .unicode_split import Splitter
 from .vocab import show
 
 SPACE = "\u2581"
+CACHE_WORDS = 200_000  # distinct words whose ids are kept between calls
 
 
 def _gpt2_bytes() -> list[str]:
@@ -118,19 +120,23 @@ class BpeEngine:
         self.split = splitter(pre.regexes).split
         texts = texts_of(tok.tokens)
         self.vocab = dict(zip(texts, range(tok.n_vocab)))  # a repeated text: its last id, as llama.cpp
+        self._unsafe = None  # bytes of words HF must not merge (set by _build_hf)
         self._hf = self._build_hf()
         self._ranks = None  # for merge_word, built when needed
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[str, tuple[int, ...]] = {}  # word -> ids
 
     # -- the fast path: Hugging Face tokenizers ----------------------------------------------
 
     def _build_hf(self):
+        """HF's BPE over the vocabulary, or None where it would not merge as llama.cpp does."""
         if self.byte_encode:
-            fallback_ok = all(c in self.vocab for c in BYTE_CHARS)
-        else:
-            fallback_ok = all(f"<0x{b:02X}>" in self.vocab for b in range(256))
-        if not fallback_ok:
-            return None  # llama.cpp drops a byte with no token; merge_word does too
+            # a byte with no token: HF drops its character before merging, llama.cpp keeps it as
+            # a symbol that blocks merges across it (and drops it after). Words with such a
+            # byte go to merge_word; SmolLM2 lacks 0x04, 0xC0, 0xF5..., for instance.
+            missing = bytes(b for b, c in enumerate(BYTE_CHARS) if c not in self.vocab)
+            self._unsafe = re.compile(b"[" + b"".join(b"\\x%02x" % b for b in missing) + b"]") if missing else None
+        elif not all(f"<0x{b:02X}>" in self.vocab for b in range(256)):
+            return None  # raw UTF-8 vocabularies without every byte token: merge_word only
         try:
             from tokenizers import Tokenizer as HFTokenizer
             from tokenizers import models, pre_tokenizers
@@ -160,39 +166,53 @@ class BpeEngine:
         return out
 
     def encode_text(self, text: str) -> list[int]:
-        """Ids of one raw fragment (no special tokens in it are parsed)."""
+        """Ids of one raw fragment (no special tokens in it are parsed). Each distinct word is
+        merged once (words repeat: 1 MB of English or code has ~15,000 distinct words in
+        ~200,000); the ids of words seen before come from a bounded cache."""
         if self.escape:
             text = text.replace(" ", SPACE)
         words = self.split(text)
-        if self._hf is None:
-            return [i for w in words for i in self._merge_cached(w)]
-        if not self.newline_words:
-            return self._hf.encode(words, is_pretokenized=True, add_special_tokens=False).ids
+        cache = self._cache
+        distinct = dict.fromkeys(words)
+        if len(cache) + len(distinct) > CACHE_WORDS:
+            cache.clear()
+        new = [w for w in distinct if w not in cache]
+        if new:
+            self._merge_words(new)
         out: list[int] = []
-        run: list[str] = []
         for w in words:
-            if w.strip("\n") == "" and w in self.vocab:
-                if run:
-                    out.extend(self._hf.encode(run, is_pretokenized=True, add_special_tokens=False).ids)
-                    run = []
-                out.append(self.vocab[w])
-            else:
-                run.append(w)
-        if run:
-            out.extend(self._hf.encode(run, is_pretokenized=True, add_special_tokens=False).ids)
+            out += cache[w]
         return out
 
-    def _merge_cached(self, word: str) -> list[int]:
-        ids = self._cache.get(word)
-        if ids is None:
-            if self._ranks is None:
-                self._ranks = {p: r for r, p in reversed(list(enumerate(self.pairs)))}
-            symbols = byte_encode(word) if self.byte_encode else word
-            ids = merge_word(symbols, self._ranks, self.vocab, self.byte_encode,
-                             self.ignore_merges, self.newline_words)
-            if len(self._cache) < 100_000:
-                self._cache[word] = ids
-        return ids
+    def _merge_words(self, words: list[str]):
+        """Merge each word and put its ids in the cache."""
+        cache, vocab = self._cache, self.vocab
+        hf_words = []
+        for w in words:
+            if self.newline_words and w.strip("\n") == "" and w in vocab:
+                cache[w] = (vocab[w],)  # llama.cpp (Gemma 4): a run of newlines that is a token
+            elif self._hf is None or (self._unsafe is not None and self._unsafe.search(w.encode("utf-8"))):
+                cache[w] = tuple(self._merge_word(w))
+            else:
+                hf_words.append(w)
+        if not hf_words:
+            return
+        enc = self._hf.encode(hf_words, is_pretokenized=True, add_special_tokens=False)
+        ids, word_ids = enc.ids, enc.word_ids
+        start = 0
+        for k in range(1, len(ids) + 1):  # a word's ids are consecutive, in word order
+            if k == len(ids) or word_ids[k] != word_ids[start]:
+                cache[hf_words[word_ids[start]]] = tuple(ids[start:k])
+                start = k
+        for w in hf_words:  # a word that gave no ids (every byte without a token)
+            cache.setdefault(w, ())
+
+    def _merge_word(self, word: str) -> list[int]:
+        if self._ranks is None:
+            self._ranks = {p: r for r, p in reversed(list(enumerate(self.pairs)))}
+        symbols = byte_encode(word) if self.byte_encode else word
+        return merge_word(symbols, self._ranks, self.vocab, self.byte_encode,
+                          self.ignore_merges, self.newline_words)
 
     # -- decoding ---------------------------------------------------------------------------
 

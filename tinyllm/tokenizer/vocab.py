@@ -206,10 +206,7 @@ class Tokenizer:
         if not text:
             return []
         groups = self._special_all if parse_special else self._special_user
-        # Only tokens that occur in the text matter. Gemma has 6,414 special tokens in 59
-        # groups by their first 3 characters (6,243 are "<unused…>"): test the groups first.
-        present = [m for key, members in groups.items() if key in text for m in members if m[1] in text]
-        present.sort()
+        present = _present(groups, text)
         frags: list = [text]
         for _, tok, tid in present:
             strip = (tid in self._lstrip, tid in self._rstrip)
@@ -333,6 +330,34 @@ def _partition_stripping(frag: str, tok: str, tid: int, lstrip: bool, rstrip: bo
         frag = frag[j + len(tok):]
         if rstrip:
             frag = frag.lstrip(_C_SPACE)
+
+
+def _present(groups: dict[str, list[tuple[int, str, int]]], text: str) -> list[tuple[int, str, int]]:
+    """The special tokens that occur in `text`, in rank order. Only those matter: Gemma has
+    6,414 special tokens in 59 groups by their first 3 characters (6,243 are "<unused…>"), so
+    the groups are tested first; in a big group (Gemma's "<unused…>", Qwen2's 290 "[PAD…]")
+    only the places where its prefix occurs are looked at, not the whole text per token."""
+    present = []
+    for key, members in groups.items():
+        if key not in text:
+            continue
+        if len(members) <= 8:
+            present.extend(m for m in members if m[1] in text)
+            continue
+        starts = []
+        p = text.find(key)
+        while p >= 0:
+            starts.append(p)
+            p = text.find(key, p + 1)
+        found: dict[int, set[str]] = {}  # text length -> the texts of that length at the starts
+        for m in members:
+            n = len(m[1])
+            if n not in found:
+                found[n] = {text[p : p + n] for p in starts}
+            if m[1] in found[n]:
+                present.append(m)
+    present.sort()
+    return present
 
 
 def _prefix_groups(specials: list[tuple[str, int]]) -> dict[str, list[tuple[int, str, int]]]:
