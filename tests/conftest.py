@@ -79,3 +79,16 @@ def gemma_path() -> Path:
     from tinyllm.default_model import default_model_path
 
     return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_files() -> Path:
+    """llama.cpp's vocabulary suites and tokenizer sources, taken once out of the
+    llama-cpp-python 0.3.36 sdist on PyPI into tinyllm's cache (tests/llama_cpp_sdist.py).
+    Without network access on the first run the tests that need them fail, with pip's reason."""
+    from llama_cpp_sdist import llama_cpp_files as fetch
+
+    try:
+        return fetch()
+    except RuntimeError as e:
+        pytest.fail(f"llama.cpp's vocabulary suites are not available: {e}")

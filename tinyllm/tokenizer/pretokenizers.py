@@ -266,7 +266,7 @@ def pre_tokenizer(name: str | None, source: str = "vocabulary") -> PreTokenizer:
         shown = _show(name)
         raise TokenizerError(
             f"{source}: tokenizer.ggml.pre = {shown} is not a pre-tokenizer llama.cpp knows "
-            f"(known: {' '.join(sorted(PRE_NAMES))})"
+            f"({len(PRE_NAMES)} names such as llama-bpe, qwen2, gpt-2, smollm; all in tinyllm.tokenizer.pretokenizers)"
         )
     kind, options = entry
     return PreTokenizer(name, kind, **options)
