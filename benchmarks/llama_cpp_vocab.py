@@ -79,6 +79,14 @@ class LlamaVocab:
                 return buf.raw[:n]
             size = -n
 
+    def special_ids(self) -> dict[str, int | None]:
+        """BOS, EOS, EOT, PAD and the FIM ids llama.cpp settled on (None where it has none)."""
+        out = {}
+        for key in ("bos", "eos", "eot", "pad", "fim_pre", "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep"):
+            v = getattr(self.L, f"llama_vocab_{key}")(self.vocab)
+            out[key] = None if v < 0 else int(v)
+        return out
+
     def is_eog(self, token: int) -> bool:
         return bool(self.L.llama_vocab_is_eog(self.vocab, token))
 

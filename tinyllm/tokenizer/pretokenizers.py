@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import TokenizerError
+from .vocab import show
 
 # pre-tokenizer type -> the regexes llama.cpp applies in order
 REGEXES: dict[str, tuple[str, ...]] = {
@@ -263,7 +264,7 @@ def pre_tokenizer(name: str | None, source: str = "vocabulary") -> PreTokenizer:
         return PreTokenizer("default", "DEFAULT")
     entry = PRE_NAMES.get(name)
     if entry is None:
-        shown = _show(name)
+        shown = show(name)
         raise TokenizerError(
             f"{source}: tokenizer.ggml.pre = {shown} is not a pre-tokenizer llama.cpp knows "
             f"({len(PRE_NAMES)} names such as llama-bpe, qwen2, gpt-2, smollm; all in tinyllm.tokenizer.pretokenizers)"
@@ -271,8 +272,3 @@ def pre_tokenizer(name: str | None, source: str = "vocabulary") -> PreTokenizer:
     kind, options = entry
     return PreTokenizer(name, kind, **options)
 
-
-def _show(value, limit: int = 40) -> str:
-    """repr of a value for a one-line message: truncated, control characters escaped."""
-    text = repr(value)  # repr escapes control characters and newlines
-    return text if len(text) <= limit else text[: limit - 3] + "..."

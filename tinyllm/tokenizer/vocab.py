@@ -27,8 +27,13 @@ _BYTE_TOKEN = re.compile(rb"<0x[0-9A-Fa-f]{2}>")
 
 
 def show(value, limit: int = 40) -> str:
-    """A value for a one-line message: repr (control characters escaped), truncated."""
-    text = repr(value)
+    """A value for a one-line message: repr (control characters escaped), truncated; arrays
+    by their shape and type."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and type {value.dtype}"
+    if isinstance(value, StringArray):
+        return f"an array of {len(value)} strings"
+    text = repr(value).replace("\n", "\\n")  # repr escapes a str's newlines, not every object's
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
