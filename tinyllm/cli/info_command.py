@@ -34,6 +34,7 @@ def describe(gguf, kv_type: str = "f16") -> list[tuple[str, str]]:
     from ..bench import format_params, format_size, ftype_name, summarize
     from ..model.config import ModelConfig
     from ..quantize.rules import type_name
+    from ..tokenizer.metadata import describe_metadata
 
     s = summarize(gguf)
     md = gguf.metadata
@@ -50,6 +51,7 @@ def describe(gguf, kv_type: str = "f16") -> list[tuple[str, str]]:
     nbytes = Counter()
     for t in tensors:
         nbytes[type_name(t.type)] += int(t.nbytes)
+    lines.append(("tokenizer", describe_metadata(md)))
     lines.append(("tensors", str(len(tensors))))
     for name, n in sorted(count.items(), key=lambda kv: -nbytes[kv[0]]):
         lines.append((f"  {name}", f"{n:4d} tensors, {format_size(nbytes[name])}"))

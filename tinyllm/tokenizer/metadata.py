@@ -119,3 +119,27 @@ def tokenizer_from_metadata(cls, md: dict, source: str):
         arch=get_str("general.architecture"),
         source=source,
     )
+
+
+def describe_metadata(md: dict) -> str:
+    """The tokenizer a file names, for `tinyllm info`, from the metadata alone (nothing is
+    built): 'gpt2 (byte-level BPE), pre-tokenizer smollm (SMOLLM)', or what is wrong with it."""
+    from .pretokenizers import PRE_NAMES
+
+    model = md.get(K + "model")
+    if model is None:
+        return "none (tokenizer.ggml.model is missing)"
+    if not isinstance(model, str):
+        return f"{K}model is {show(model)}, not a string"
+    if model not in MODELS:
+        kind = f" ({OTHER_MODELS[model]})" if model in OTHER_MODELS else ""
+        return f"{show(model)}{kind}, not supported by tinyllm"
+    what = f"{model} ({MODELS[model]})"
+    if model == "llama":
+        return what
+    pre = "gemma4" if model == "gemma4" else md.get(K + "pre")
+    if not pre:
+        return f"{what}, pre-tokenizer default (DEFAULT; the file names none)"
+    if not isinstance(pre, str) or pre not in PRE_NAMES:
+        return f"{what}, pre-tokenizer {show(pre)} (unknown to llama.cpp)"
+    return f"{what}, pre-tokenizer {pre} ({PRE_NAMES[pre][0]})"
