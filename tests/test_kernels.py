@@ -269,6 +269,7 @@ LLAMA_CPP_TENSORS = [
     (GGMLType.IQ4_NL, "tiny-imatrix-pure-IQ4_NL"),
     (GGMLType.IQ4_XS, "tiny-pure-IQ4_XS"),
     (GGMLType.IQ4_XS, "tiny-imatrix-pure-IQ4_XS"),
+    (GGMLType.IQ3_S, "tiny-pure-IQ3_S"),
 ]
 
 

@@ -18,14 +18,16 @@ from tinyllm.quants.types import GGMLType
 
 PURE = {"Q4_0": GGMLType.Q4_0, "Q4_1": GGMLType.Q4_1, "Q5_0": GGMLType.Q5_0, "Q5_1": GGMLType.Q5_1,
         "Q8_0": GGMLType.Q8_0, "Q4_K_S": GGMLType.Q4_K, "Q5_K_S": GGMLType.Q5_K, "Q6_K": GGMLType.Q6_K,
-        "Q2_K": GGMLType.Q2_K, "Q3_K_S": GGMLType.Q3_K, "IQ4_NL": GGMLType.IQ4_NL, "IQ4_XS": GGMLType.IQ4_XS}  # fmt: skip
-MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q4_1", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_NL", "IQ4_XS"]
+        "Q2_K": GGMLType.Q2_K, "Q3_K_S": GGMLType.Q3_K, "IQ4_NL": GGMLType.IQ4_NL, "IQ4_XS": GGMLType.IQ4_XS,
+        "IQ3_S": GGMLType.IQ3_S}  # fmt: skip
+MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q4_1", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_NL", "IQ4_XS",
+         "IQ3_S", "IQ3_M"]
 # llama-quantize --imatrix tiny-f32.imatrix.gguf [--pure] [--include-/--exclude-weights ...]: stem -> filters
 IMATRIX_FILES = {
     **{f"imatrix-{m}": {} for m in ("Q2_K", "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q4_K_S",
                                     "Q4_K_M", "Q5_K_M", "Q6_K")},
     **{f"imatrix-pure-{m}": {} for m in ("Q2_K", "Q3_K_S", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q4_K_S", "Q5_K_S", "Q6_K")},
-    **{f"imatrix-{p}{m}": {} for p in ("", "pure-") for m in ("IQ4_NL", "IQ4_XS")},
+    **{f"imatrix-{p}{m}": {} for p in ("", "pure-") for m in ("IQ4_NL", "IQ4_XS", "IQ3_S")},
     "imatrix-exclude-ffn_down-Q4_K_M": {"exclude": ["ffn_down"]},
     "imatrix-include-attn_-ffn_up-Q3_K_M": {"include": ["attn_", "ffn_up"]},
 }
