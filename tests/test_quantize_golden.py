@@ -28,6 +28,8 @@ IMATRIX_FILES = {
                                     "Q4_K_M", "Q5_K_M", "Q6_K")},
     **{f"imatrix-pure-{m}": {} for m in ("Q2_K", "Q3_K_S", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q4_K_S", "Q5_K_S", "Q6_K")},
     **{f"imatrix-{p}{m}": {} for p in ("", "pure-") for m in ("IQ4_NL", "IQ4_XS", "IQ3_S")},
+    "imatrix-IQ3_XS": {},
+    "imatrix-pure-IQ3_XXS": {},
     "imatrix-exclude-ffn_down-Q4_K_M": {"exclude": ["ffn_down"]},
     "imatrix-include-attn_-ffn_up-Q3_K_M": {"include": ["attn_", "ffn_up"]},
 }

@@ -85,7 +85,8 @@ def imatrix_weights(n: int, seed: int = 1) -> np.ndarray:
 def test_imatrix_types_are_those_with_an_impl_path():
     assert set(IMATRIX_TYPES) == {GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q4_1,
                                   GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K,
-                                  GGMLType.IQ4_NL, GGMLType.IQ4_XS, GGMLType.IQ3_S}
+                                  GGMLType.IQ4_NL, GGMLType.IQ4_XS, GGMLType.IQ3_S,
+                                  GGMLType.IQ3_XXS}
 
 
 @pytest.mark.parametrize("t", IMATRIX_TYPES, ids=lambda t: t.name)
@@ -271,7 +272,7 @@ def test_nan_and_inf_refused_naming_the_row(t):
     "t, value",
     [(GGMLType.Q8_0, 1e7), (GGMLType.Q4_0, 1e6), (GGMLType.Q5_1, -1e5), (GGMLType.Q4_K, 1e8),
      (GGMLType.Q6_K, 1e10), (GGMLType.F16, 7e4), (GGMLType.IQ4_NL, 1e7), (GGMLType.IQ4_XS, 1e9),
-     (GGMLType.IQ3_S, 1e8)],
+     (GGMLType.IQ3_S, 1e8), (GGMLType.IQ3_XXS, 1e8)],
     ids=lambda v: getattr(v, "name", str(v)),
 )  # fmt: skip
 def test_fp16_scale_overflow_refused_naming_the_row(t, value):

@@ -32,7 +32,7 @@ from .types import QK_K, GGMLType
 BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 64), ("qh", "u1", 8), ("signs", "u1", 32), ("scales", "u1", 4)])
 GRID = grid(GGMLType.IQ3_S)  # uint8 (512, 4)
 K = F32(1.0)
-POS, KMAP, NBR, NBR_N = search_tables(GGMLType.IQ3_S)  # positions 2l+1, code -> point, neighbours
+TABLES = POS, KMAP, NBR, NBR_N = search_tables(GGMLType.IQ3_S)  # positions 2l+1, code -> point, neighbours
 _F0, _F05, _F1, _F2, _F15, _F31 = F32(0), F32(0.5), F32(1), F32(2), F32(15), F32(31)
 _STEP, _FUDGE, _FLT_MAX = F32(0.2), F32(1.033), F32(3.4028234663852886e38)
 
@@ -62,16 +62,17 @@ def dot_ref(raw, qs, d, bsums=None):
     return grid_dot_ref(wd, signed_values(GRID, gi, sg), 2 * s + 1, K, qs, d)
 
 
-def _codes(L: np.ndarray) -> np.ndarray:
+def codes(L: np.ndarray) -> np.ndarray:
     """levels (..., 4) -> code Σ l_i << 3i."""
     return (L.astype(np.int64) << (3 * np.arange(4))).sum(axis=-1)
 
 
-def _best_neighbours(u, xval, waux, scale):
+def _best_neighbours(tables, u, xval, waux, scale):
     """iq3_find_best_neighbour for every group: codes u (N, 8), xval / waux (N, 8, 4), scale
     (N,) -> the chosen grid point (N, 8) (first strictly smallest weighted distance)."""
-    cand = NBR[u]  # (N, 8, maxn), padded with the last entry
-    p = POS[np.maximum(cand, 0)].astype(F32)  # (N, 8, maxn, 4)
+    pos, _, nbr, _ = tables
+    cand = nbr[u]  # (N, 8, maxn), padded with the last entry
+    p = pos[np.maximum(cand, 0)].astype(F32)  # (N, 8, maxn, 4)
     d2 = np.zeros(cand.shape, F32)
     for i in range(4):
         diff = (scale[:, None, None] * p[..., i]).astype(F32) - xval[:, :, None, i]
@@ -79,19 +80,21 @@ def _best_neighbours(u, xval, waux, scale):
     return np.take_along_axis(cand, np.argmin(d2, axis=2)[..., None], axis=2)[..., 0]
 
 
-def _round_to_grid(xval, waux, id, scale):
-    """Levels of each group at 1/id, moved to the best neighbour (at `scale`) when off the
-    grid -> (levels (N, 8, 4), on_grid (N, 8))."""
+def round_to_grid(tables, xval, waux, id, scale):
+    """Levels of each group of 4 at 1/id, moved to the best neighbour (at `scale`) when off
+    the grid (tables: iq_grids.search_tables) -> (levels (N, 8, 4), on_grid (N, 8))."""
+    pos, kmap, _, _ = tables
     l = np.clip(nearest_int_np((_F05 * ((id[:, None, None] * xval).astype(F32) - _F1)).astype(F32)), 0, 7)
-    u = _codes(l)
-    on = KMAP[u] >= 0
+    u = codes(l)
+    on = kmap[u] >= 0
     if not on.all():
-        best = _best_neighbours(u, xval, waux, scale)
-        l = np.where(on[..., None], l, (POS[best].astype(np.int32) - 1) // 2)
+        best = _best_neighbours(tables, u, xval, waux, scale)
+        l = np.where(on[..., None], l, (pos[best].astype(np.int32) - 1) // 2)
     return l, on
 
 
-def _sums(w, xval, L):
+def sums(w, xval, L):
+    """Σ w*xval*q and Σ w*q*q over each row (sequential float32), q = 2L+1."""
     q = (2 * L + 1).astype(F32).reshape(w.shape)
     return seq_sum((w * xval.reshape(w.shape)).astype(F32) * q), seq_sum((w * q).astype(F32) * q)
 
@@ -127,8 +130,8 @@ def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
     on = np.zeros((N, 8), bool)
     for step in range(-9, 10):
         id = ((_F15 + (F32(step) * _STEP).astype(F32)).astype(F32) / mxs).astype(F32)
-        Laux, on_aux = _round_to_grid(x4, waux, id, (_F1 / id).astype(F32))
-        sumqx, sumq2 = _sums(w, xval, Laux)
+        Laux, on_aux = round_to_grid(TABLES, x4, waux, id, (_F1 / id).astype(F32))
+        sumqx, sumq2 = sums(w, xval, Laux)
         take = live & (sumq2 > 0) & ((sumqx * sumqx).astype(F32) > (best * sumq2).astype(F32))
         scale = np.where(take, (sumqx / np.where(take, sumq2, _F1)).astype(F32), scale)
         best = np.where(take, (scale * sumqx).astype(F32), best)
@@ -138,9 +141,9 @@ def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
     refine = live & ~on.all(axis=1) & (scale > 0)
     if refine.any():
         sc = np.where(refine, scale, _F1).astype(F32)
-        Lr, _ = _round_to_grid(x4, waux, (_F1 / sc).astype(F32), sc)
+        Lr, _ = round_to_grid(TABLES, x4, waux, (_F1 / sc).astype(F32), sc)
         L = np.where(refine[:, None, None], Lr, L)
-        sumqx, sumq2 = _sums(w, xval, L)
+        sumqx, sumq2 = sums(w, xval, L)
         upd = refine & (sumq2 > 0)
         scale = np.where(upd, (sumqx / np.where(upd, sumq2, _F1)).astype(F32), scale)
     flip = live & (scale < 0)
@@ -148,7 +151,7 @@ def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
     signs = np.where(flip[:, None], ~signs, signs)
     scale = np.where(live, scale, _F0).astype(F32)
 
-    gi = KMAP[_codes(L)].reshape(nb, 8, 8)  # (block, sub-block, group)
+    gi = KMAP[codes(L)].reshape(nb, 8, 8)  # (block, sub-block, group)
     b = np.zeros(nb, BLOCK)
     live = live.reshape(nb, 8)
     b["qh"] = np.where(live, ((gi >> 8) << np.arange(8)).sum(axis=2), 0)
@@ -178,41 +181,41 @@ def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
 
 
 @jit_exact
-def _neighbour(u, xval, waux, o, scale, L):
+def neighbour(pos, nbr, nbr_n, u, xval, waux, o, scale, L):
     """iq3_find_best_neighbour for the group at o: writes its levels into L[o:o+4], returns the point."""
     best = _FLT_MAX
     gbest = -1
-    for c in range(NBR_N[u]):
-        j = NBR[u, c]
+    for c in range(nbr_n[u]):
+        j = nbr[u, c]
         d2 = _F0
         for i in range(4):
-            diff = F32(F32(scale * F32(POS[j, i])) - xval[o + i])
+            diff = F32(F32(scale * F32(pos[j, i])) - xval[o + i])
             d2 = F32(d2 + F32(F32(waux[o + i] * diff) * diff))
         if d2 < best:
             best = d2
             gbest = j
     for i in range(4):
-        L[o + i] = (np.int64(POS[gbest, i]) - 1) // 2
+        L[o + i] = (np.int64(pos[gbest, i]) - 1) // 2
     return gbest
 
 
 @jit_exact
-def _round_group(xval, waux, o, id, scale, L):
-    """Levels of the group at o at 1/id into L[o:o+4], moved to the best neighbour if off the
-    grid; returns whether the rounded code was on the grid."""
+def round_group(pos, kmap, nbr, nbr_n, xval, waux, o, id, scale, L):
+    """Levels of the group of 4 at o at 1/id into L[o:o+4], moved to the best neighbour if off
+    the grid; returns whether the rounded code was on the grid."""
     u = 0
     for i in range(4):
         l = min(7, max(0, nearest_int(F32(_F05 * F32(F32(id * xval[o + i]) - _F1)))))
         L[o + i] = l
         u |= l << (3 * i)
-    if KMAP[u] >= 0:
+    if kmap[u] >= 0:
         return True
-    _neighbour(u, xval, waux, o, scale, L)
+    neighbour(pos, nbr, nbr_n, u, xval, waux, o, scale, L)
     return False
 
 
 @jit_exact
-def _sums_nb(w, xval, L):
+def sums32(w, xval, L):
     sumqx = _F0
     sumq2 = _F0
     for i in range(32):
@@ -272,8 +275,8 @@ def _block(xr, base, qw, o, ob, w, waux, xval, L, Laux, on, on_aux, bsig, scales
             id = F32(F32(_F15 + F32(F32(step) * _STEP)) / mx)
             this_scale = F32(_F1 / id)
             for k in range(8):
-                on_aux[k] = _round_group(xval, waux, 4 * k, id, this_scale, Laux)
-            sumqx, sumq2 = _sums_nb(w, xval, Laux)
+                on_aux[k] = round_group(POS, KMAP, NBR, NBR_N, xval, waux, 4 * k, id, this_scale, Laux)
+            sumqx, sumq2 = sums32(w, xval, Laux)
             if sumq2 > _F0 and F32(sumqx * sumqx) > F32(best * sumq2):
                 scale = F32(sumqx / sumq2)
                 best = F32(scale * sumqx)
@@ -288,8 +291,8 @@ def _block(xr, base, qw, o, ob, w, waux, xval, L, Laux, on, on_aux, bsig, scales
         if n_off > 0 and scale > _F0:
             id = F32(_F1 / scale)
             for k in range(8):
-                _round_group(xval, waux, 4 * k, id, scale, L)
-            sumqx, sumq2 = _sums_nb(w, xval, L)
+                round_group(POS, KMAP, NBR, NBR_N, xval, waux, 4 * k, id, scale, L)
+            sumqx, sumq2 = sums32(w, xval, L)
             if sumq2 > _F0:
                 scale = F32(sumqx / sumq2)
         if scale < _F0:
