@@ -8,6 +8,9 @@
     +-----+--------------+----------------+---------------------+-------------------+
     y = ±f32(f32(f32(d * f32(0.5 + s)) * 0.25) * iq2s_grid[index][j]),  s per 16 elements
 
+The quantizer is quantize_row_iq2_s_impl (kquants-family.md §3.7, §3.12; imatrix optional):
+IQ2_XS's grid fit (iq2_xs.py) with explicit signs and d * 0.9875 stored.
+
 Kernels (iq_tiles.py): IQ2_S weights x Q8_K activations, K = 1/8, ls = 2s+1 per 16,
 portable loops only (no AVX2 kernel yet: the portable one serves both kernel sets).
 """
@@ -16,9 +19,11 @@ from numba import prange
 
 from ..jit import jit_exact, jit_fast
 from . import act
-from .blocks import F32, read_fp16
-from .iq2_xs import scales16
-from .iq_grids import grid
+from .blocks import F32, NONFINITE, OVERFLOW, as_rows, out_rows, read_fp16, validate_fp16
+from .fp16 import fp32_to_fp16
+from .iq2_xs import Iq2Params, iq2_finish, iq2_fit_block, iq2_fit_ref, iq2_scratch, scales16
+from .iq_grids import grid, search_tables
+from .rounding import row_nonfinite
 from .iq_tiles import grid_dot_ref, signed_values, tile_arrays, tile_signed
 from .spec import TypeSpec
 from .tiles import chunking, fp16_bits, h2f_tile
@@ -53,6 +58,64 @@ def dot_ref(raw, qs, d, bsums=None):
     b = np.ascontiguousarray(raw).reshape(-1).view(BLOCK).reshape(raw.shape[0], -1)
     wd, s, gi, sg = fields(b)
     return grid_dot_ref(wd, signed_values(GRID, gi, sg), 2 * s + 1, K, qs, d)
+
+
+# -- quantizer ------------------------------------------------------------------------------------
+
+P = Iq2Params(GGMLType.IQ2_S, bs=16, parity=False, sigma_factor=2.0, eps=1e-8, qp_start=False, steps=9, fudge=0.9875)
+
+
+def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
+    """quantize_iq2_s: quantize_row_iq2_s_impl. The grid bytes of fitted sub-blocks are kept
+    even where the block's max_scale is 0 (d = 0), as in the C."""
+    x = as_rows(x, GGMLType.IQ2_S)
+    gi, s, l, d, has, _ = iq2_fit_ref(x, qw, P)
+    nb = gi.shape[0]
+    gi = gi.reshape(nb, 32)
+    b = np.zeros(nb, BLOCK)
+    b["d"] = np.where(has, fp32_to_fp16(d), np.float16(0))
+    b["qs"] = np.concatenate([gi & 255, s.reshape(nb, 32)], axis=1)
+    b["qh"] = ((gi >> 8).reshape(nb, 8, 4) << (2 * np.arange(4))).sum(axis=2)
+    b["scales"] = l[:, 0::2] | (l[:, 1::2] << 4)
+    validate_fp16(b["d"], x, GGMLType.IQ2_S, "block scale d")
+    return out_rows(b, x.shape[0])
+
+
+@jit_exact
+def _rows(x, xu, out, status, qw, pos, kmap, start, count, flat):
+    w, waux, xval, L, Laux, Lq, on, on_aux, scales, gi, sg, live, l = iq2_scratch(16)
+    for r in range(x.shape[0]):
+        if row_nonfinite(xu[r]):
+            status[r] = NONFINITE
+            continue
+        ok = True
+        o = out[r]
+        for ibl in range(x.shape[1] // 256):
+            qwb = qw[256 * ibl : 256 * ibl + 256] if qw.shape[0] != 0 else qw
+            max_scale = iq2_fit_block(x[r], 256 * ibl, qwb, pos, kmap, start, count, flat, 16, False, 2.0, 1e-8, False,
+                                      9, w, waux, xval, L, Laux, Lq, on, on_aux, scales, gi, sg, live)
+            ob = 82 * ibl
+            for i in range(82):
+                o[ob + i] = 0
+            for ib in range(16):
+                if live[ib]:
+                    for k in range(2):
+                        i8 = 2 * ib + k
+                        o[ob + 2 + i8] = gi[ib, k] & 255
+                        o[ob + 66 + i8 // 4] |= (gi[ib, k] >> 8) << (2 * (i8 % 4))
+                        o[ob + 34 + i8] = sg[ib, k]
+            has, good = iq2_finish(o, ob, max_scale, scales, l, 0.9875)
+            ok = ok and good
+            if has:
+                for ib in range(8):
+                    o[ob + 74 + ib] = l[2 * ib] | (l[2 * ib + 1] << 4)
+        if not ok:
+            status[r] = OVERFLOW
+
+
+def quantize_rows(x, xu, out, status, qw):
+    """The Numba rows (the grid search tables, built on first use, are passed in)."""
+    _rows(x, xu, out, status, qw, *search_tables(GGMLType.IQ2_S))
 
 
 # -- rows for embeddings (Numba) ------------------------------------------------------------------
@@ -107,10 +170,14 @@ SPEC = TypeSpec(
     type=GGMLType.IQ2_S,
     block=BLOCK,
     dequantize=dequantize,
+    quantize_ref=quantize_ref,
+    quantize_rows=quantize_rows,
+    uses_imatrix=True,
     act=act.Q8_K,
     dot_ref=dot_ref,
     arrays=("gi", "sg", "sc", "d"),
     repack_rows=repack_rows,
     kernels={"portable": mm, "avx2": mm},  # no AVX2 kernel yet: the portable loops serve both
     dequant_rows=dequant_rows,
+    max_quantization_error=0.0075,  # test-quantize-fns: MAX_QUANTIZATION_TOTAL_ERROR_2BITS
 )

@@ -9,6 +9,9 @@
     +-----+--------------------------------------------------------------------+
     y = ±f32(f32(f32(d * f32(0.5 + s)) * 0.25) * iq2xxs_grid[index][j])
 
+The quantizer is quantize_row_iq2_xxs_impl (kquants-family.md §3.7, §3.10; an imatrix is
+required): IQ2_XS's grid fit (iq2_xs.py) over sub-blocks of 32, started from make_qp_quants.
+
 Kernels (iq_tiles.py): IQ2_XXS weights x Q8_K activations, K = 1/8, ls = 2s+1 per 32,
 portable loops only (no AVX2 kernel yet: the portable one serves both kernel sets).
 """
@@ -17,8 +20,11 @@ from numba import prange
 
 from ..jit import jit_exact, jit_fast
 from . import act
-from .blocks import F32, read_fp16, read_u32
-from .iq_grids import KSIGNS, grid
+from .blocks import F32, NONFINITE, OVERFLOW, as_rows, out_rows, read_fp16, read_u32, validate_fp16
+from .fp16 import fp32_to_fp16
+from .iq2_xs import Iq2Params, iq2_finish, iq2_fit_block, iq2_fit_ref, iq2_scratch
+from .iq_grids import KSIGNS, grid, search_tables
+from .rounding import row_nonfinite
 from .iq_tiles import grid_dot_ref, signed_values, tile_arrays, tile_signed
 from .spec import TypeSpec
 from .tiles import chunking, fp16_bits, h2f_tile
@@ -57,6 +63,63 @@ def dot_ref(raw, qs, d, bsums=None):
     """IQ2_XXS x Q8_K: 1/8 Σ_b f32(D*dy) Σ_ib (2s+1) Σ ±grid*q (exact integer sums)."""
     wd, s, gi, sg = _raw_fields(raw)
     return grid_dot_ref(wd, signed_values(GRID, gi, sg), 2 * s + 1, K, qs, d)
+
+
+# -- quantizer ------------------------------------------------------------------------------------
+
+P = Iq2Params(GGMLType.IQ2_XXS, bs=32, parity=True, sigma_factor=1.0, eps=1e-15, qp_start=True, steps=6, fudge=1.0)
+
+
+def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
+    """quantize_iq2_xxs: quantize_row_iq2_xxs_impl (an imatrix is required)."""
+    x = as_rows(x, GGMLType.IQ2_XXS)
+    gi, s, l, d, has, _ = iq2_fit_ref(x, qw, P)
+    k = np.arange(4)
+    aux0 = (gi << (8 * k)).sum(axis=2)
+    aux1 = (s << (7 * k)).sum(axis=2) | (l << 28)
+    aux = np.stack([aux0, aux1], axis=2).astype(np.uint32)  # (nb, 8, 2)
+    b = np.zeros(gi.shape[0], BLOCK)
+    b["d"] = np.where(has, fp32_to_fp16(d), np.float16(0))
+    b["qs"] = np.where(has[:, None], aux.reshape(-1, 16).view("<u2"), 0)
+    validate_fp16(b["d"], x, GGMLType.IQ2_XXS, "block scale d")
+    return out_rows(b, x.shape[0])
+
+
+@jit_exact
+def _rows(x, xu, out, status, qw, pos, kmap, start, count, flat):
+    w, waux, xval, L, Laux, Lq, on, on_aux, scales, gi, sg, live, l = iq2_scratch(32)
+    for r in range(x.shape[0]):
+        if row_nonfinite(xu[r]):
+            status[r] = NONFINITE
+            continue
+        ok = True
+        o = out[r]
+        for ibl in range(x.shape[1] // 256):
+            qwb = qw[256 * ibl : 256 * ibl + 256] if qw.shape[0] != 0 else qw
+            max_scale = iq2_fit_block(x[r], 256 * ibl, qwb, pos, kmap, start, count, flat, 32, True, 1.0, 1e-15, True,
+                                      6, w, waux, xval, L, Laux, Lq, on, on_aux, scales, gi, sg, live)
+            ob = 66 * ibl
+            for i in range(66):
+                o[ob + i] = 0
+            has, good = iq2_finish(o, ob, max_scale, scales, l, 1.0)
+            ok = ok and good
+            if has:
+                for ib in range(8):
+                    p = ob + 2 + 8 * ib
+                    a1 = l[ib] << 28
+                    for k in range(4):
+                        if live[ib]:
+                            o[p + k] = gi[ib, k]
+                            a1 |= sg[ib, k] << (7 * k)
+                    for j in range(4):
+                        o[p + 4 + j] = (a1 >> (8 * j)) & 255
+        if not ok:
+            status[r] = OVERFLOW
+
+
+def quantize_rows(x, xu, out, status, qw):
+    """The Numba rows (the grid search tables, built on first use, are passed in)."""
+    _rows(x, xu, out, status, qw, *search_tables(GGMLType.IQ2_XXS))
 
 
 # -- rows for embeddings (Numba) ------------------------------------------------------------------
@@ -112,6 +175,9 @@ SPEC = TypeSpec(
     type=GGMLType.IQ2_XXS,
     block=BLOCK,
     dequantize=dequantize,
+    quantize_ref=quantize_ref,
+    quantize_rows=quantize_rows,
+    uses_imatrix=True,
     needs_imatrix=True,
     act=act.Q8_K,
     dot_ref=dot_ref,

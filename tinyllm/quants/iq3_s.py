@@ -22,7 +22,7 @@ from ..jit import jit_exact, jit_fast
 from . import act
 from .blocks import F32, NONFINITE, OVERFLOW, as_rows, fp16_field, out_rows, quiet, read_fp16, seq_sum, validate_fp16
 from .fp16 import fp32_to_fp16
-from .iq_grids import grid, search_tables
+from .iq_grids import best_neighbours, find_neighbour, grid, search_tables
 from .rounding import nearest_int, nearest_int_np, row_nonfinite
 from .iq_tiles import grid_dot_ref, signed_values, tile_arrays, tile_signed
 from .spec import TypeSpec
@@ -32,9 +32,9 @@ from .types import QK_K, GGMLType
 BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 64), ("qh", "u1", 8), ("signs", "u1", 32), ("scales", "u1", 4)])
 GRID = grid(GGMLType.IQ3_S)  # uint8 (512, 4)
 K = F32(1.0)
-TABLES = POS, KMAP, NBR, NBR_N = search_tables(GGMLType.IQ3_S)  # positions 2l+1, code -> point, neighbours
+TABLES = POS, KMAP, NSTART, NCOUNT, NFLAT = search_tables(GGMLType.IQ3_S)  # positions, code -> point, neighbours
 _F0, _F05, _F1, _F2, _F15, _F31 = F32(0), F32(0.5), F32(1), F32(2), F32(15), F32(31)
-_STEP, _FUDGE, _FLT_MAX = F32(0.2), F32(1.033), F32(3.4028234663852886e38)
+_STEP, _FUDGE = F32(0.2), F32(1.033)
 
 
 # -- reference (NumPy) ------------------------------------------------------------------------
@@ -67,29 +67,17 @@ def codes(L: np.ndarray) -> np.ndarray:
     return (L.astype(np.int64) << (3 * np.arange(4))).sum(axis=-1)
 
 
-def _best_neighbours(tables, u, xval, waux, scale):
-    """iq3_find_best_neighbour for every group: codes u (N, 8), xval / waux (N, 8, 4), scale
-    (N,) -> the chosen grid point (N, 8) (first strictly smallest weighted distance)."""
-    pos, _, nbr, _ = tables
-    cand = nbr[u]  # (N, 8, maxn), padded with the last entry
-    p = pos[np.maximum(cand, 0)].astype(F32)  # (N, 8, maxn, 4)
-    d2 = np.zeros(cand.shape, F32)
-    for i in range(4):
-        diff = (scale[:, None, None] * p[..., i]).astype(F32) - xval[:, :, None, i]
-        d2 = d2 + (waux[:, :, None, i] * diff).astype(F32) * diff
-    return np.take_along_axis(cand, np.argmin(d2, axis=2)[..., None], axis=2)[..., 0]
-
-
 def round_to_grid(tables, xval, waux, id, scale):
     """Levels of each group of 4 at 1/id, moved to the best neighbour (at `scale`) when off
     the grid (tables: iq_grids.search_tables) -> (levels (N, 8, 4), on_grid (N, 8))."""
-    pos, kmap, _, _ = tables
+    pos, kmap = tables[:2]
     l = np.clip(nearest_int_np((_F05 * ((id[:, None, None] * xval).astype(F32) - _F1)).astype(F32)), 0, 7)
     u = codes(l)
     on = kmap[u] >= 0
     if not on.all():
-        best = _best_neighbours(tables, u, xval, waux, scale)
-        l = np.where(on[..., None], l, (pos[best].astype(np.int32) - 1) // 2)
+        n, k = np.nonzero(~on)
+        best = best_neighbours(tables, u[n, k], xval[n, k], waux[n, k], scale[n])
+        l[n, k] = (pos[best].astype(np.int64) - 1) // 2
     return l, on
 
 
@@ -181,26 +169,7 @@ def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
 
 
 @jit_exact
-def neighbour(pos, nbr, nbr_n, u, xval, waux, o, scale, L):
-    """iq3_find_best_neighbour for the group at o: writes its levels into L[o:o+4], returns the point."""
-    best = _FLT_MAX
-    gbest = -1
-    for c in range(nbr_n[u]):
-        j = nbr[u, c]
-        d2 = _F0
-        for i in range(4):
-            diff = F32(F32(scale * F32(pos[j, i])) - xval[o + i])
-            d2 = F32(d2 + F32(F32(waux[o + i] * diff) * diff))
-        if d2 < best:
-            best = d2
-            gbest = j
-    for i in range(4):
-        L[o + i] = (np.int64(pos[gbest, i]) - 1) // 2
-    return gbest
-
-
-@jit_exact
-def round_group(pos, kmap, nbr, nbr_n, xval, waux, o, id, scale, L):
+def round_group(pos, kmap, start, count, flat, xval, waux, o, id, scale, L):
     """Levels of the group of 4 at o at 1/id into L[o:o+4], moved to the best neighbour if off
     the grid; returns whether the rounded code was on the grid."""
     u = 0
@@ -210,7 +179,7 @@ def round_group(pos, kmap, nbr, nbr_n, xval, waux, o, id, scale, L):
         u |= l << (3 * i)
     if kmap[u] >= 0:
         return True
-    neighbour(pos, nbr, nbr_n, u, xval, waux, o, scale, L)
+    find_neighbour(pos, start, count, flat, u, xval, waux, o, scale, L)
     return False
 
 
@@ -275,7 +244,7 @@ def _block(xr, base, qw, o, ob, w, waux, xval, L, Laux, on, on_aux, bsig, scales
             id = F32(F32(_F15 + F32(F32(step) * _STEP)) / mx)
             this_scale = F32(_F1 / id)
             for k in range(8):
-                on_aux[k] = round_group(POS, KMAP, NBR, NBR_N, xval, waux, 4 * k, id, this_scale, Laux)
+                on_aux[k] = round_group(POS, KMAP, NSTART, NCOUNT, NFLAT, xval, waux, 4 * k, id, this_scale, Laux)
             sumqx, sumq2 = sums32(w, xval, Laux)
             if sumq2 > _F0 and F32(sumqx * sumqx) > F32(best * sumq2):
                 scale = F32(sumqx / sumq2)
@@ -291,7 +260,7 @@ def _block(xr, base, qw, o, ob, w, waux, xval, L, Laux, on, on_aux, bsig, scales
         if n_off > 0 and scale > _F0:
             id = F32(_F1 / scale)
             for k in range(8):
-                round_group(POS, KMAP, NBR, NBR_N, xval, waux, 4 * k, id, scale, L)
+                round_group(POS, KMAP, NSTART, NCOUNT, NFLAT, xval, waux, 4 * k, id, scale, L)
             sumqx, sumq2 = sums32(w, xval, L)
             if sumq2 > _F0:
                 scale = F32(sumqx / sumq2)

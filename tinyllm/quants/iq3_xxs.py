@@ -34,7 +34,7 @@ from .types import QK_K, GGMLType
 BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 96)])
 GRID = grid(GGMLType.IQ3_XXS)  # uint8 (256, 4)
 K = F32(0.25)
-TABLES = POS, KMAP, NBR, NBR_N = search_tables(GGMLType.IQ3_XXS)  # positions 2l+1, code -> point, neighbours
+TABLES = POS, KMAP, NSTART, NCOUNT, NFLAT = search_tables(GGMLType.IQ3_XXS)  # positions, code -> point, neighbours
 _F0, _F05, _F1, _F2, _F15, _F31 = F32(0), F32(0.5), F32(1), F32(2), F32(15), F32(31)
 _STEP, _FUDGE, _EPS = F32(0.2), F32(1.0125), F32(1e-8)  # GROUP_MAX_EPS_IQ3_XXS
 
@@ -201,7 +201,7 @@ def _block(xr, base, qw, o, ob, w, waux, xval, L, Laux, on, on_aux, bsig, scales
             id = F32(F32(_F15 + F32(F32(step) * _STEP)) / mx)
             this_scale = F32(_F1 / id)
             for k in range(8):
-                on_aux[k] = round_group(POS, KMAP, NBR, NBR_N, xval, waux, 4 * k, id, this_scale, Laux)
+                on_aux[k] = round_group(POS, KMAP, NSTART, NCOUNT, NFLAT, xval, waux, 4 * k, id, this_scale, Laux)
             sumqx, sumq2 = sums32(w, xval, Laux)
             if sumq2 > _F0 and F32(sumqx * sumqx) > F32(best * sumq2):
                 scale = F32(sumqx / sumq2)
@@ -218,7 +218,7 @@ def _block(xr, base, qw, o, ob, w, waux, xval, L, Laux, on, on_aux, bsig, scales
             id = F32(_F1 / scale)
             for k in range(8):
                 if not on[k]:
-                    round_group(POS, KMAP, NBR, NBR_N, xval, waux, 4 * k, id, scale, L)
+                    round_group(POS, KMAP, NSTART, NCOUNT, NFLAT, xval, waux, 4 * k, id, scale, L)
             sumqx, sumq2 = sums32(w, xval, L)
             if sumq2 > _F0:
                 scale = F32(sumqx / sumq2)
