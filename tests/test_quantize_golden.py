@@ -29,7 +29,7 @@ IMATRIX_FILES = {
                                     "Q4_K_M", "Q5_K_M", "Q6_K")},
     **{f"imatrix-pure-{m}": {} for m in ("Q2_K", "Q3_K_S", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q4_K_S", "Q5_K_S", "Q6_K")},
     **{f"imatrix-{p}{m}": {} for p in ("", "pure-") for m in ("IQ4_NL", "IQ4_XS", "IQ3_S")},
-    **{f"imatrix-{m}": {} for m in ("IQ3_XS", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")},
+    **{f"imatrix-{m}": {} for m in ("IQ3_XS", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S")},
     **{f"imatrix-pure-{m}": {} for m in ("IQ3_XXS", "IQ2_M")},
     "imatrix-exclude-ffn_down-Q4_K_M": {"exclude": ["ffn_down"]},
     "imatrix-include-attn_-ffn_up-Q3_K_M": {"include": ["attn_", "ffn_up"]},
@@ -112,7 +112,7 @@ def test_imatrix_files_every_tensor_byte_identical(manifest, source, imatrix, st
         assert sha256(got) == t["sha256"], f"{t['name']} as {wtype.name} ({'with' if qw is not None else 'without'} imatrix)"
         if qw is not None and wtype != GGMLType.Q8_0:
             with_weights += 1
-            if TYPES[wtype].needs_imatrix:  # IQ2_XXS, IQ2_XS: ggml refuses them without one
+            if TYPES[wtype].needs_imatrix:  # IQ2_XXS, IQ2_XS, IQ1_S: ggml refuses them without one
                 with pytest.raises(QuantizationError, match="needs an importance matrix"):
                     quantizer(x, wtype)
             else:

@@ -59,7 +59,7 @@ def rows():
 
 
 def plain_imatrix(t, n):
-    """None, or for the types ggml quantizes only with an imatrix (IQ2_XXS, IQ2_XS) ones."""
+    """None, or for the types ggml quantizes only with an imatrix (IQ2_XXS, IQ2_XS, IQ1_S) ones."""
     return np.ones(n, np.float32) if Q.TYPES[t].needs_imatrix else None
 
 
@@ -92,7 +92,8 @@ def test_imatrix_types_are_those_with_an_impl_path():
     assert set(IMATRIX_TYPES) == {GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q4_1,
                                   GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K,
                                   GGMLType.IQ4_NL, GGMLType.IQ4_XS, GGMLType.IQ3_S,
-                                  GGMLType.IQ3_XXS, GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ2_S}
+                                  GGMLType.IQ3_XXS, GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ2_S,
+                                  GGMLType.IQ1_S}
 
 
 @pytest.mark.parametrize("t", IMATRIX_TYPES, ids=lambda t: t.name)
@@ -277,7 +278,7 @@ def test_nan_and_inf_refused_naming_the_row(t):
         Q.quantize(x, t, imatrix=qw)
 
 
-@pytest.mark.parametrize("t", [GGMLType.IQ2_XXS, GGMLType.IQ2_XS], ids=lambda t: t.name)
+@pytest.mark.parametrize("t", [GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ1_S], ids=lambda t: t.name)
 def test_types_that_need_an_imatrix_refuse_to_quantize_without(t):
     """ggml_quantize_requires_imatrix: ggml asserts; both quantizers raise naming the type."""
     x = np.ones((2, 256), np.float32)

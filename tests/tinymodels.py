@@ -129,6 +129,8 @@ def _quantize(x: np.ndarray, t: GGMLType) -> np.ndarray:
     x = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
     if t in IQ_GRID_TYPES and TYPES[t].quantize_rows is None:
         return _hand_built_blocks(x, t)
+    if TYPES[t].needs_imatrix:  # IQ2_XXS, IQ2_XS, IQ1_S: uniform importance
+        return quantize(x, t, imatrix=np.ones(x.shape[1], np.float32))
     return quantize(x, t)
 
 
