@@ -269,6 +269,9 @@ LLAMA_CPP_TENSORS = [
     (GGMLType.IQ4_NL, "tiny-imatrix-pure-IQ4_NL"),
     (GGMLType.IQ4_XS, "tiny-pure-IQ4_XS"),
     (GGMLType.IQ4_XS, "tiny-imatrix-pure-IQ4_XS"),
+    (GGMLType.IQ3_S, "tiny-pure-IQ3_S"),
+    (GGMLType.IQ3_S, "tiny-imatrix-pure-IQ3_S"),
+    (GGMLType.IQ3_XXS, "tiny-imatrix-pure-IQ3_XXS"),
 ]
 
 

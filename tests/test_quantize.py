@@ -56,6 +56,9 @@ GOLDEN = {
     "Q3_K_L": ("Q3_K_L", False),
     "pure-Q2_K": ("Q2_K", True),
     "pure-Q3_K_S": ("Q3_K_S", True),
+    "IQ3_S": ("IQ3_S", False),
+    "IQ3_M": ("IQ3_M", False),
+    "pure-IQ3_S": ("IQ3_S", True),
 }
 # golden files whose types are written by block code of other modules (the IQ types): the
 # plan is checked here, the bytes where those types are tested
@@ -64,7 +67,6 @@ PLAN_ONLY = {
     "IQ4_XS": ("IQ4_XS", False),
     "pure-IQ4_NL": ("IQ4_NL", True),
     "pure-IQ4_XS": ("IQ4_XS", True),
-    "pure-IQ3_S": ("IQ3_S", True),
 }
 
 

@@ -12,20 +12,25 @@ import gguf
 import numpy as np
 import pytest
 
+from tinyllm.errors import QuantizationError
 from tinyllm.quantize.imatrix import load_imatrix
 from tinyllm.quants.registry import TYPES, quantize, quantize_ref
 from tinyllm.quants.types import GGMLType
 
 PURE = {"Q4_0": GGMLType.Q4_0, "Q4_1": GGMLType.Q4_1, "Q5_0": GGMLType.Q5_0, "Q5_1": GGMLType.Q5_1,
         "Q8_0": GGMLType.Q8_0, "Q4_K_S": GGMLType.Q4_K, "Q5_K_S": GGMLType.Q5_K, "Q6_K": GGMLType.Q6_K,
-        "Q2_K": GGMLType.Q2_K, "Q3_K_S": GGMLType.Q3_K, "IQ4_NL": GGMLType.IQ4_NL, "IQ4_XS": GGMLType.IQ4_XS}  # fmt: skip
-MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q4_1", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_NL", "IQ4_XS"]
+        "Q2_K": GGMLType.Q2_K, "Q3_K_S": GGMLType.Q3_K, "IQ4_NL": GGMLType.IQ4_NL, "IQ4_XS": GGMLType.IQ4_XS,
+        "IQ3_S": GGMLType.IQ3_S}  # fmt: skip
+MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q4_1", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_NL", "IQ4_XS",
+         "IQ3_S", "IQ3_M"]
 # llama-quantize --imatrix tiny-f32.imatrix.gguf [--pure] [--include-/--exclude-weights ...]: stem -> filters
 IMATRIX_FILES = {
     **{f"imatrix-{m}": {} for m in ("Q2_K", "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q4_K_S",
                                     "Q4_K_M", "Q5_K_M", "Q6_K")},
     **{f"imatrix-pure-{m}": {} for m in ("Q2_K", "Q3_K_S", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "Q4_K_S", "Q5_K_S", "Q6_K")},
-    **{f"imatrix-{p}{m}": {} for p in ("", "pure-") for m in ("IQ4_NL", "IQ4_XS")},
+    **{f"imatrix-{p}{m}": {} for p in ("", "pure-") for m in ("IQ4_NL", "IQ4_XS", "IQ3_S")},
+    **{f"imatrix-{m}": {} for m in ("IQ3_XS", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S")},
+    **{f"imatrix-pure-{m}": {} for m in ("IQ3_XXS", "IQ2_M")},
     "imatrix-exclude-ffn_down-Q4_K_M": {"exclude": ["ffn_down"]},
     "imatrix-include-attn_-ffn_up-Q3_K_M": {"include": ["attn_", "ffn_up"]},
 }
@@ -107,5 +112,9 @@ def test_imatrix_files_every_tensor_byte_identical(manifest, source, imatrix, st
         assert sha256(got) == t["sha256"], f"{t['name']} as {wtype.name} ({'with' if qw is not None else 'without'} imatrix)"
         if qw is not None and wtype != GGMLType.Q8_0:
             with_weights += 1
-            assert sha256(quantizer(x, wtype)) != t["sha256"]  # the weights did change these bytes
+            if TYPES[wtype].needs_imatrix:  # IQ2_XXS, IQ2_XS, IQ1_S: ggml refuses them without one
+                with pytest.raises(QuantizationError, match="needs an importance matrix"):
+                    quantizer(x, wtype)
+            else:
+                assert sha256(quantizer(x, wtype)) != t["sha256"]  # the weights did change these bytes
     assert with_weights >= 3

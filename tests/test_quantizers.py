@@ -58,12 +58,18 @@ def rows():
     return edge_rows(512)
 
 
+def plain_imatrix(t, n):
+    """None, or for the types ggml quantizes only with an imatrix (IQ2_XXS, IQ2_XS, IQ1_S) ones."""
+    return np.ones(n, np.float32) if Q.TYPES[t].needs_imatrix else None
+
+
 @pytest.mark.parametrize("t", ALL_TYPES, ids=lambda t: t.name)
 def test_numba_equals_numpy_twin(rows, t):
     if t == GGMLType.F16:  # values past 65504 are an error for F16 (tested below)
         rows = rows[np.abs(rows).max(axis=1) < 65504]
-    got = Q.quantize(rows, t)
-    expected = R.quantize_ref(rows, t)
+    qw = plain_imatrix(t, rows.shape[1])
+    got = Q.quantize(rows, t, imatrix=qw)
+    expected = R.quantize_ref(rows, t, imatrix=qw)
     assert got.shape == (rows.shape[0], row_nbytes(t, rows.shape[1]))
     bad = np.nonzero((got != expected).any(axis=1))[0]
     assert bad.size == 0, f"rows {bad.tolist()} differ"
@@ -85,7 +91,9 @@ def imatrix_weights(n: int, seed: int = 1) -> np.ndarray:
 def test_imatrix_types_are_those_with_an_impl_path():
     assert set(IMATRIX_TYPES) == {GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q4_1,
                                   GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K,
-                                  GGMLType.IQ4_NL, GGMLType.IQ4_XS}
+                                  GGMLType.IQ4_NL, GGMLType.IQ4_XS, GGMLType.IQ3_S,
+                                  GGMLType.IQ3_XXS, GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ2_S,
+                                  GGMLType.IQ1_S}
 
 
 @pytest.mark.parametrize("t", IMATRIX_TYPES, ids=lambda t: t.name)
@@ -94,7 +102,7 @@ def test_numba_equals_numpy_twin_with_an_imatrix(rows, t):
     got = Q.quantize(rows, t, imatrix=qw)
     bad = np.nonzero((got != R.quantize_ref(rows, t, imatrix=qw)).any(axis=1))[0]
     assert bad.size == 0, f"rows {bad.tolist()} differ"
-    assert (got != Q.quantize(rows, t)).any()  # the weights are used
+    assert (got != Q.quantize(rows, t, imatrix=plain_imatrix(t, rows.shape[1]))).any()  # the weights are used
     ones = Q.quantize(rows, t, imatrix=np.ones(rows.shape[1], np.float32))
     assert np.array_equal(ones, R.quantize_ref(rows, t, imatrix=np.ones(rows.shape[1], np.float32)))
 
@@ -143,11 +151,13 @@ def imatrix_weight_sets(n: int, seed: int) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("t", IMATRIX_TYPES, ids=lambda t: t.name)
 def test_numba_equals_numpy_twin_with_holes_in_the_imatrix(rows, t):
-    plain = Q.quantize(rows, t)
+    plain = Q.quantize(rows, t, imatrix=plain_imatrix(t, rows.shape[1]))
     for i, qw in enumerate(imatrix_weight_sets(rows.shape[1], seed=int(t))):
         got = Q.quantize(rows, t, imatrix=qw)
         bad = np.nonzero((got != R.quantize_ref(rows, t, imatrix=qw)).any(axis=1))[0]
         assert bad.size == 0, f"imatrix {i}: rows {bad.tolist()} differ"
+        if Q.TYPES[t].needs_imatrix and np.ptp(qw) == 0:
+            continue  # these types only ever see weights; a constant set is the ones of `plain`
         assert (got != plain).any(), f"imatrix {i} changed nothing"
 
 
@@ -258,19 +268,30 @@ def test_nearest_int_matches_the_reference_bit_trick_everywhere():
 def test_nan_and_inf_refused_naming_the_row(t):
     x = np.random.default_rng(4).standard_normal((6, 512), dtype=np.float32)
     x[4, 300] = np.nan
+    qw = plain_imatrix(t, 512)
     with pytest.raises(QuantizationError, match=r"row 4 holds a non-finite value \(nan at column 300\)"):
-        Q.quantize(x, t)
+        Q.quantize(x, t, imatrix=qw)
     x[4, 300] = 0.0
     x[1, 7] = np.inf
     x[5, 0] = -np.inf
     with pytest.raises(QuantizationError, match=rf"row 1 holds a non-finite value \(inf at column 7\).* {t.name}"):
-        Q.quantize(x, t)
+        Q.quantize(x, t, imatrix=qw)
+
+
+@pytest.mark.parametrize("t", [GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ1_S], ids=lambda t: t.name)
+def test_types_that_need_an_imatrix_refuse_to_quantize_without(t):
+    """ggml_quantize_requires_imatrix: ggml asserts; both quantizers raise naming the type."""
+    x = np.ones((2, 256), np.float32)
+    for quantizer in (Q.quantize, R.quantize_ref):
+        with pytest.raises(QuantizationError, match=rf"quantizing to {t.name} needs an importance matrix"):
+            quantizer(x, t)
 
 
 @pytest.mark.parametrize(
     "t, value",
     [(GGMLType.Q8_0, 1e7), (GGMLType.Q4_0, 1e6), (GGMLType.Q5_1, -1e5), (GGMLType.Q4_K, 1e8),
-     (GGMLType.Q6_K, 1e10), (GGMLType.F16, 7e4), (GGMLType.IQ4_NL, 1e7), (GGMLType.IQ4_XS, 1e9)],
+     (GGMLType.Q6_K, 1e10), (GGMLType.F16, 7e4), (GGMLType.IQ4_NL, 1e7), (GGMLType.IQ4_XS, 1e9),
+     (GGMLType.IQ3_S, 1e8), (GGMLType.IQ3_XXS, 1e8), (GGMLType.IQ2_S, 1e8)],
     ids=lambda v: getattr(v, "name", str(v)),
 )  # fmt: skip
 def test_fp16_scale_overflow_refused_naming_the_row(t, value):

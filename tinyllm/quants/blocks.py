@@ -40,6 +40,18 @@ def fp16_field(o, off, f):
 
 
 @jit_exact
+def read_u16(o, off):
+    """The little-endian uint16 at o[off:off+2], as int64."""
+    return np.int64(o[off]) | (np.int64(o[off + 1]) << 8)
+
+
+@jit_exact
+def read_u32(o, off):
+    """The little-endian uint32 at o[off:off+4], as int64."""
+    return read_u16(o, off) | (read_u16(o, off + 2) << 16)
+
+
+@jit_exact
 def read_fp16(o, off):
     """The fp16 at o[off:off+2] (little-endian bytes) as float32."""
     return fp16_bits_to_fp32(np.int64(o[off]) | (np.int64(o[off + 1]) << 8))

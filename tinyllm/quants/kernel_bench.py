@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..jit import get_threads, set_threads
+from .iq1_m import BLOCK as IQ1_M_BLOCK
 from .matmul import QMatrix, matmul
 from .registry import MATMUL_TYPES, TYPES
 from .types import BLOCK_SIZES, FLOAT_TYPES, GGMLType, row_nbytes
@@ -39,7 +40,7 @@ class KernelBenchRow:
 
 def random_blocks(wtype, n_out: int, n_in: int, seed: int = 0) -> np.ndarray:
     """Random block bytes (n_out, row_nbytes): random quant bytes, and every fp16 field of the
-    block layout (d, dmin, m) a finite scale in [0, 0.01)."""
+    block layout (d, dmin, m; IQ1_M's d in its scales) a finite scale in [0, 0.01)."""
     wtype = GGMLType(wtype)
     rng = np.random.default_rng(seed)
     blck, nbytes = BLOCK_SIZES[wtype]
@@ -51,6 +52,11 @@ def random_blocks(wtype, n_out: int, n_in: int, seed: int = 0) -> np.ndarray:
             off = block.fields[name][1]
             scale = (rng.random((n_out, nb), dtype=np.float32) * np.float32(0.01)).astype("<f2")
             raw[:, :, off : off + 2] = scale.view(np.uint8).reshape(n_out, nb, 2)
+    if wtype == GGMLType.IQ1_M:  # its fp16 d is spread over the top nibbles of the 4 scale words
+        sc = raw.reshape(-1).view(IQ1_M_BLOCK)["scales"]
+        bits = (rng.random(sc.shape[0], dtype=np.float32) * np.float32(0.01)).astype("<f2").view(np.uint16)
+        for k in range(4):
+            sc[:, k] = (sc[:, k] & 0x0FFF) | (((bits >> (4 * k)) & 15) << 12)
     return raw.reshape(n_out, row_nbytes(wtype, n_in))
 
 

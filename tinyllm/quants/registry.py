@@ -14,7 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import QuantizationError, UsageError
-from . import floats, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k
+from . import (
+    floats, iq1_m, iq1_s, iq2_s, iq2_xs, iq2_xxs, iq3_s, iq3_xxs, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0,
+    q5_1, q5_k, q6_k, q8_0, q8_k,
+)
 from .blocks import NONFINITE, nonfinite_error, overflow_error, quiet
 from .spec import TypeSpec
 from .types import BLOCK_SIZES, GGMLType, row_nbytes
@@ -26,6 +29,7 @@ TYPES: dict[GGMLType, TypeSpec] = {
         q4_0.SPEC, q4_1.SPEC, q5_0.SPEC, q5_1.SPEC, q8_0.SPEC,
         q2_k.SPEC, q3_k.SPEC, q4_k.SPEC, q5_k.SPEC, q6_k.SPEC, q8_k.SPEC,
         iq4_nl.SPEC, iq4_xs.SPEC,
+        iq3_s.SPEC, iq3_xxs.SPEC, iq2_xxs.SPEC, iq2_xs.SPEC, iq2_s.SPEC, iq1_s.SPEC, iq1_m.SPEC,
     )
 }  # fmt: skip
 
