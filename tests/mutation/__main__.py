@@ -12,6 +12,7 @@ import concurrent.futures as cf
 import json
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +47,17 @@ def build(args) -> list[engine.Mutant]:
     return out
 
 
+def _baseline(spaces, i, mod, args):
+    ws = spaces[i % len(spaces)]
+    with _ws_locks[id(ws)]:
+        st, secs, det = ws.run(None, targets.MODULES[mod], args.timeout * 4)
+    print(f"baseline {mod}: {secs:.1f} s", flush=True)
+    return None if st == "survived" else f"baseline of {mod} does not pass ({st}: {det}); fix the tests first"
+
+
+_ws_locks: dict = {}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__.splitlines()[2])
     p.add_argument("--quick", action="store_true", help="a sample (3 mutants a module and the hand list) that runs in minutes")
@@ -58,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", default="15")
     p.add_argument("--list", action="store_true", help="list the mutants and exit")
     p.add_argument("--baseline-only", action="store_true", help="run the unmutated selections only")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
+                   help="run every selection unmutated first (default: yes, no with --quick)")
     p.add_argument("--json", type=Path, help="write every result to this file")
     args = p.parse_args(argv)
 
@@ -71,13 +85,19 @@ def main(argv=None) -> int:
     print(f"{len(mutants)} mutants over {len({m.module for m in mutants})} modules, {args.jobs} jobs", flush=True)
 
     spaces = [engine.Workspace() for _ in range(args.jobs)]
+    for ws in spaces:
+        _ws_locks[id(ws)] = threading.Lock()
+    log = open(args.json.with_suffix(".jsonl"), "w") if args.json else None
     try:
-        # the unmutated copy must pass every selection used, with the JIT off
-        for mod in sorted({m.module for m in mutants}):
-            st, secs, det = spaces[0].run(None, targets.MODULES[mod], args.timeout * 4)
-            print(f"baseline {mod}: {secs:.1f} s", flush=True)
-            if st != "survived":
-                print(f"baseline of {mod} does not pass ({st}: {det}); fix the tests first", flush=True)
+        # the unmutated copy must pass every selection used, with the JIT off (--quick skips this)
+        if args.baseline if args.baseline is not None else not args.quick:
+            mods = sorted({m.module for m in mutants})
+            with cf.ThreadPoolExecutor(args.jobs) as pool:
+                runs = [pool.submit(_baseline, spaces, i, mod, args) for i, mod in enumerate(mods)]
+                bad = [r.result() for r in runs if r.result()]
+            if bad:
+                for b in bad:
+                    print(b, flush=True)
                 return 2
         if args.baseline_only:
             return 0
@@ -101,6 +121,9 @@ def main(argv=None) -> int:
                     free.append(ws)
                     st, secs, det = f.result()
                     results.append((m, st, secs, det))
+                    if log:
+                        log.write(json.dumps({"key": m.key, "status": st, "seconds": round(secs, 1), "detail": det}) + "\n")
+                        log.flush()
                     mark = {"killed": ".", "timeout": "t", "error": "E", "survived": "S"}[st]
                     print(f"{mark} {secs:5.1f}s {m.key}" + (f"  [{det}]" if st in ("error",) else ""), flush=True)
                     if queue:

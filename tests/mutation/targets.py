@@ -34,7 +34,7 @@ def _type(name: str) -> list[list[str]]:
 MODULES: dict[str, list[list[str]]] = {
     "tinyllm/quants/fp16.py": [[K16], [KE, "-k", "fp16 or F16 or subnormal or nonfinite"], [KB, "-k", "F16 or BF16 or bf16 or subnormal"]],
     "tinyllm/quants/rounding.py": [[KB, "-k", "nearest_int or roundf or q8_0_act"], [KQ, "-k", "nearest_int or Q4_0 or Q8_0 or Q6_K or Q3_K or IQ4_NL"]],
-    "tinyllm/quants/fit.py": [[KE, "-k", "trial or winning"], [KF], [KQ, "-k", "(twin or fit or lanes) and not Q8_K"]],
+    "tinyllm/quants/fit.py": [[KE, "-k", "trial or winning"], [KQ, "-k", "(twin or fit or lanes) and not Q8_K"], [KF]],
     "tinyllm/quants/kscales.py": [[KB, "-k", "Q4_K or Q5_K or Q3_K or q4_K"], [KQ, "-k", "Q4_K or Q5_K or Q3_K"]],
     "tinyllm/quants/act.py": [[KK, "-k", "activation or q8_1 or Q8_K or q8_K"], [KB, "-k", "q8_K or q8_0_act or Q8_K"]],
     "tinyllm/quants/blocks.py": [[KE, "-k", "not softmax and not rms"], [KQ, "-k", "not Q8_K"], [KB]],
