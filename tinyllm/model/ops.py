@@ -10,6 +10,7 @@ the cache array's dtype: float32 (f32), uint16 (f16 bits), uint8 (Q8_0 blocks):
     Q8_0 block, 34 bytes per 32 values:  | d: fp16 (2 B) | qs: int8 x 32 |   value j = d * qs[j]
 """
 
+import numba
 import numpy as np
 from numba import prange, types
 from numba.extending import overload
@@ -53,6 +54,18 @@ def _load_row_impl(dst, src):
     if src.dtype == types.uint8:
         return lambda dst, src: _q8_0_row_to_f32(dst, src)
     return None
+
+
+if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 (tests of the portable code): the same dispatch in Python
+
+    def load_row(dst, src):  # noqa: F811
+        if src.dtype == np.float32:
+            for j in range(dst.shape[0]):
+                dst[j] = src[j]
+        elif src.dtype == np.uint16:
+            f16_row_to_f32(dst, src)
+        else:
+            _q8_0_row_to_f32(dst, src)
 
 
 @jit_fast

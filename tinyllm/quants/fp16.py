@@ -15,6 +15,7 @@ NumPy (the reference code): fp32_to_fp16, fp16_to_fp32, fp32_to_bf16, bf16_to_fp
 tests/test_fp16.py checks every function on all 65,536 fp16 patterns (and on float32 inputs
 around every fp16 rounding boundary) against NumPy's IEEE conversions.
 """
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -52,6 +53,15 @@ def as_u32(typingctx, x):
         return builder.bitcast(args[0], ir.IntType(32))
 
     return types.uint32(x), codegen
+
+
+if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 (tests of the portable code): the same bits in NumPy
+
+    def as_f32(x):  # noqa: F811
+        return np.uint32(x).view(np.float32)
+
+    def as_u32(x):  # noqa: F811
+        return np.float32(x).view(np.uint32)
 
 
 # -- float32 -> fp16 -------------------------------------------------------------------------

@@ -35,7 +35,10 @@ _INTERLEAVE_16 = ir.Constant(ir.VectorType(I32, 32), [i // 2 + 16 * (i % 2) for 
 
 def _host_has_avx2() -> bool:
     """True when Numba compiles for a CPU with AVX2 and F16C (the host unless NUMBA_CPU_NAME
-    says otherwise); every x86-64 CPU with AVX2 so far also has F16C."""
+    says otherwise); every x86-64 CPU with AVX2 so far also has F16C. Never with the JIT off
+    (NUMBA_DISABLE_JIT=1): the intrinsics exist only in compiled code."""
+    if numba.config.DISABLE_JIT:
+        return False
     feats = llvm_binding.get_host_cpu_features()
     if not (feats.get("avx2", False) and feats.get("f16c", False)):
         return False
