@@ -527,7 +527,7 @@ def _rss_file_kb():
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_drop_pages_releases_a_converted_tensor(tmp_path):
-    from tinyllm.quantize.pipeline import _drop_pages
+    from tinyllm.gguf_io import drop_pages as _drop_pages
 
     x = np.random.default_rng(4).standard_normal((4096, 1024)).astype(np.float32)  # 16 MiB
     src = tmp_path / "big.gguf"
