@@ -287,6 +287,16 @@ def test_q8_K_ref_follows_section_3_8():
     assert np.allclose(y, x, atol=np.abs(x).max() / 127)
 
 
+def test_q8_K_rows_equal_the_twin():
+    """The Numba row quantizer of Q8_K (the imatrix and quantize paths) writes the twin's bytes."""
+    from tinyllm.quants.registry import quantize
+
+    x = _data(rows=5, n=768)
+    x[2, :256] = 0.0
+    x[4, 512:] *= 1e-3
+    assert np.array_equal(quantize(x, GGMLType.Q8_K, threads=1), quantize_q8_K_ref(x))
+
+
 def test_q8_0_act_ref_is_rint_with_127_over_amax():
     x = _data(rows=4, n=128)
     b = blocks(quantize_q8_0_act_ref(x), GGMLType.Q8_0).reshape(4, 4)

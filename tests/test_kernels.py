@@ -449,3 +449,9 @@ def test_crumb_unpack_intrinsics_match_the_tile_layout(bits):
     third = ((h[None, :] >> e[:, None].astype(np.uint8)) & 1) if bits == 3 else 0
     want = (low | (third << 2)).reshape(4, 2, 32).transpose(0, 2, 1)  # [pair][row][lo, hi]
     np.testing.assert_array_equal(buf.reshape(4, 32, 2), want)
+
+
+def test_activation_block_sizes_are_ggml_s():
+    """The activation block of each kind (the error bounds above are per block): Q8_K 256,
+    Q8_0/Q8_1 32, float activations 1."""
+    assert [act.act_block(k) for k in (act.Q8_K, act.Q8_0, act.Q8_1, act.F32_ACT)] == [256, 32, 32, 1]
