@@ -174,6 +174,88 @@ def make_mac_i8(K, G=TILE // 16, store=False):
 set_i8_16 = make_mac_i8(16, store=True)  # a whole Q8_0 block (stored); int32 sums cannot overflow
 
 
+F32T = ir.FloatType()
+V8F32 = ir.VectorType(F32T, 8)
+
+
+def _fmuladd8(builder, a, b, c):
+    """a * b + c on V8F32, fused where the target has FMA."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F32, [V8F32] * 3), "llvm.fmuladd.v8f32")
+    return builder.call(fn, [a, b, c])
+
+
+def _scales8(context, builder, aty, aval, off):
+    """float32 V8F32 of the 8 fp16 bits at aval[off:off+8] (vcvtph2ps)."""
+    h = builder.load(_vec_ptr(context, builder, aty, aval, off, types.intp, ir.VectorType(I16, 8)), align=2)
+    return builder.fpext(builder.bitcast(h, ir.VectorType(ir.HalfType(), 8)), V8F32)
+
+
+def make_row_q8_0(G=TILE // 16):
+    """Decode (one token) over one whole tile of Q8_0 weights, every block in one loop kept in
+    registers: facc[0:R] = Σ_b f32(Σ_{e in b} w*y) * (d_w * d_y), R = 16G rows.
+
+    q8 flat int8 tiles, the tile at qo ([pair][row][2], 16 pairs a block); d flat fp16 bits,
+    the tile's (nb, R) scales at do; y2 the token's int8 pairs (as int16), yd its block scales.
+    Each 16-byte load is 8 rows x 2 elements: sign-extend, vpmaddwd with the broadcast pair;
+    the int32 block sums never leave registers (the block-by-block kernel stored and reloaded
+    them, and LLVM spilled its 512-bit temporaries)."""
+    R = 16 * G
+    V2I8 = ir.VectorType(I8, 2)
+
+    @intrinsic
+    def row(typingctx, facc, q8, qo, d, do, y2, yd, nb):
+        sig = types.void(facc, q8, qo, d, do, y2, yd, nb)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            madd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V8I32, [V16I16, V16I16]), "llvm.x86.avx2.pmadd.wd")
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [I8.as_pointer(), I32, I32, I32]), "llvm.prefetch.p0i8")
+            intp = context.get_value_type(types.intp)
+            qo = context.cast(builder, args[2], A[2], types.intp)
+            do = context.cast(builder, args[4], A[4], types.intp)
+            nb = context.cast(builder, args[7], A[7], types.intp)
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(V8F32, None)) for _ in range(2 * G)]
+            with cgutils.for_range(builder, nb) as loop:
+                b = loop.index
+                base = builder.add(qo, builder.mul(b, ir.Constant(intp, 16 * 2 * R)))
+                s = [None] * (2 * G)
+                for k in range(16):
+                    yo = builder.add(builder.mul(b, ir.Constant(intp, 16)), ir.Constant(intp, k))
+                    y = builder.load(_vec_ptr(context, builder, A[5], args[5], yo, types.intp, V2I8), align=2)
+                    y32 = builder.bitcast(builder.sext(y, ir.VectorType(I16, 2)), I32)
+                    yv = builder.bitcast(_splat(builder, y32, V8I32), V16I16)
+                    off = builder.add(base, ir.Constant(intp, k * 2 * R))
+                    for line in range(0, 2 * R, 64):
+                        pa = builder.add(off, ir.Constant(intp, PREFETCH_AHEAD + line))
+                        ptr = _vec_ptr(context, builder, A[1], args[1], pa, types.intp, I8)
+                        builder.call(prefetch, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+                    for i in range(2 * G):
+                        og = builder.add(off, ir.Constant(intp, 16 * i))
+                        w = builder.load(_vec_ptr(context, builder, A[1], args[1], og, types.intp, V16I8), align=1)
+                        p = builder.call(madd, [builder.sext(w, V16I16), yv])
+                        s[i] = p if s[i] is None else builder.add(s[i], p)
+                ydp = _vec_ptr(context, builder, A[6], args[6], b, types.intp, F32T)
+                dy = _splat(builder, builder.load(ydp, align=4), V8F32)
+                dbase = builder.add(do, builder.mul(b, ir.Constant(intp, R)))
+                for i in range(2 * G):
+                    dw = _scales8(context, builder, A[3], args[3], builder.add(dbase, ir.Constant(intp, 8 * i)))
+                    acc = builder.load(accs[i])
+                    builder.store(_fmuladd8(builder, builder.sitofp(s[i], V8F32), builder.fmul(dw, dy), acc), accs[i])
+            for i in range(2 * G):
+                ptr = _vec_ptr(context, builder, A[0], args[0], ir.Constant(intp, 8 * i), types.intp, V8F32)
+                builder.store(builder.load(accs[i]), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return row
+
+
+row_q8_0 = make_row_q8_0()
+
+
 def make_unpack(bits):
     """Unpack one group of 16 rows into qb: 4 pairs (4-bit, 5-bit) or 2 pairs (6-bit).
 
