@@ -256,6 +256,116 @@ def make_row_q8_0(G=TILE // 16):
 row_q8_0 = make_row_q8_0()
 
 
+
+def _unpack_idx(high):
+    """vpunpck{l,h}bw of (lo, hi) nibbles of 32 rows: [row r: lo, hi] for rows 0-7 and 16-23
+    (high=0) or 8-15 and 24-31 (high=1), as AVX2 interleaves within 128-bit lanes."""
+    idx = []
+    for lane in range(2):
+        for i in range(8):
+            r = 16 * lane + 8 * high + i
+            idx += [r, 32 + r]
+    return ir.Constant(ir.VectorType(I32, 32), idx)
+
+
+def make_row_nibbles(bits, mins, G=TILE // 16):
+    """Decode (one token) over one whole tile of Q4_0 / Q5_0 (mins=False) or Q4_1 / Q5_1
+    (mins=True) weights against Q8_0 / Q8_1 activations, the blocks in one loop kept in registers:
+
+      sym:  facc[r] = Σ_b f32(Σ_e q*y - off*ys_b) * (d_w * d_y)      (q stored + off: 8 or 16)
+      mins: facc[r] = Σ_b f32(Σ_e q*y) * (d_w * d_y) + m_w * s_y
+
+    q4 flat tiles of nibble pairs ([pair][row], the tile at qo), qh the 5th bits ([group of 8
+    elements][row], the tile at ho; unused for 4 bits), d / m fp16 bits ((nb, R) at do),
+    y2 the token's int8 pairs (as int16), yd / ys its block scales and sums.
+    Each 32-byte load is one pair of 32 rows: masked and shifted into (lo, hi) nibbles (and
+    5th bits), interleaved in-lane into [row][lo, hi] bytes for vpmaddubsw without a trip
+    through memory; the lane order (rows 0-7, 16-23 | 8-15, 24-31) is undone per 8 rows."""
+    R = 16 * G
+    chain = 8 if bits == 4 else 4  # pairs summed in int16: 8*2*15*127, 4*2*31*127 < 2^15
+    off = 8 if bits == 4 else 16
+    idx_a, idx_b = _unpack_idx(0), _unpack_idx(1)
+    lo8 = ir.Constant(ir.VectorType(I32, 8), list(range(8)))
+    hi8 = ir.Constant(ir.VectorType(I32, 8), list(range(8, 16)))
+
+    @intrinsic
+    def row(typingctx, facc, q4, qo, qh, ho, d, do, m, y2, yd, ys, nb):
+        sig = types.void(facc, q4, qo, qh, ho, d, do, m, y2, yd, ys, nb)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            maddubs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+            intp = context.get_value_type(types.intp)
+            qo, ho, do, nb = (context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 6, 11))
+
+            def c8(v):
+                return ir.Constant(V32I8, [v] * 32)
+
+            def at(base, b, mul, add):
+                return builder.add(base, builder.add(builder.mul(b, ir.Constant(intp, mul)), ir.Constant(intp, add)))
+
+            def load(i, o, vty, align=1):
+                return builder.load(_vec_ptr(context, builder, A[i], args[i], o, types.intp, vty), align=align)
+
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(V8F32, None)) for _ in range(R // 8)]
+            with cgutils.for_range(builder, nb) as loop:
+                b = loop.index
+                dy = _splat(builder, load(9, b, F32T, 4), V8F32)
+                if mins:
+                    sy = _splat(builder, load(10, b, F32T, 4), V8F32)
+                else:
+                    ysb = load(10, b, I32, 4)
+                    offv = _splat(builder, builder.mul(ysb, ir.Constant(I32, off)), V8I32)
+                yv = [builder.bitcast(_splat(builder, load(8, at(ir.Constant(intp, 0), b, 16, p), I16, 2), V16I16), V32I8)
+                      for p in range(16)]
+                for c in range(R // 32):
+                    isum = [None] * 4  # rows 8j..8j+7 of the chunk
+                    for ch in range(16 // chain):
+                        sa = sb = None
+                        if bits == 5:
+                            h = load(3, at(ho, b, 4 * R, ch * R + 32 * c), V32I8)
+                        for kk in range(chain):
+                            p = ch * chain + kk
+                            x = load(1, at(qo, b, 16 * R, p * R + 32 * c), V32I8)
+                            lo = builder.and_(x, c8(15))
+                            hi = builder.lshr(x, c8(4))
+                            if bits == 5:
+                                lo = builder.or_(lo, builder.shl(builder.and_(builder.lshr(h, c8(2 * kk)), c8(1)), c8(4)))
+                                hi = builder.or_(hi, builder.shl(builder.and_(builder.lshr(h, c8(2 * kk + 1)), c8(1)), c8(4)))
+                            pa = builder.call(maddubs, [builder.shuffle_vector(lo, hi, idx_a), yv[p]])
+                            pb = builder.call(maddubs, [builder.shuffle_vector(lo, hi, idx_b), yv[p]])
+                            sa = pa if sa is None else builder.add(sa, pa)
+                            sb = pb if sb is None else builder.add(sb, pb)
+                        for j, (v, sel) in enumerate(((sa, lo8), (sb, lo8), (sa, hi8), (sb, hi8))):
+                            w = builder.sext(builder.shuffle_vector(v, v, sel), V8I32)
+                            isum[j] = w if isum[j] is None else builder.add(isum[j], w)
+                    for j in range(4):
+                        rs = 4 * c + j
+                        dw = _scales8(context, builder, A[5], args[5], at(do, b, R, 8 * rs))
+                        acc = builder.load(accs[rs])
+                        if mins:
+                            mw = _scales8(context, builder, A[7], args[7], at(do, b, R, 8 * rs))
+                            part = _fmuladd8(builder, builder.sitofp(isum[j], V8F32), builder.fmul(dw, dy), builder.fmul(mw, sy))
+                            new = builder.fadd(acc, part)
+                        else:
+                            v = builder.sitofp(builder.sub(isum[j], offv), V8F32)
+                            new = _fmuladd8(builder, v, builder.fmul(dw, dy), acc)
+                        builder.store(new, accs[rs])
+            for i in range(R // 8):
+                ptr = _vec_ptr(context, builder, A[0], args[0], ir.Constant(intp, 8 * i), types.intp, V8F32)
+                builder.store(builder.load(accs[i]), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return row
+
+
+row_q4_0, row_q5_0 = make_row_nibbles(4, False), make_row_nibbles(5, False)
+row_q4_1, row_q5_1 = make_row_nibbles(4, True), make_row_nibbles(5, True)
+
+
 def make_unpack(bits):
     """Unpack one group of 16 rows into qb: 4 pairs (4-bit, 5-bit) or 2 pairs (6-bit).
 
