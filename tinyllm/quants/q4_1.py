@@ -23,7 +23,7 @@ from .fit import LIMIT, make_qkx3_quants, make_qkx3_quants_ref, qkx2_lanes, to_l
 from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .q4_0 import pack_x_0, sum8_q4
 from .rounding import c_int8, c_int8_np, row_nonfinite
-from .simd import mac_u8_8, row_q4_1, set_u8_8, unpack4
+from .simd import acc_tile_mins, mac_u8_8, row_q4_1, set_u8_8, unpack4
 from .spec import TypeSpec
 from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
 from .types import QK8_0, GGMLType
@@ -296,11 +296,7 @@ def mm_avx2(out, q4, d, m, yq, yd, ys):
                 for t in range(T):
                     set_u8_8(acc, 0, buf, 0, R2, y2[t], 16 * b)  # all R = TILE rows
                     mac_u8_8(acc, 0, buf, 8 * R2, R2, y2[t], 16 * b + 8)
-                    dy = yd[t, b]
-                    sy = ys[t, b]
-                    ft = facc[c, t]
-                    for r in range(R):
-                        ft[r] += F32(acc[r]) * (db[r] * dy) + mb[r] * sy
+                    acc_tile_mins(facc[c, t], acc, db, yd[t, b], mb, ys[t, b])
             store_tile(out, tl, facc[c])
 
 

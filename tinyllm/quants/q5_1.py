@@ -17,7 +17,7 @@ from .fp16 import fp16_to_fp32
 from .fit import LIMIT
 from .q4_1 import dot_min32_ref, quantize_rows_x_1, quantize_x_1_ref
 from .q5_0 import qh32, qh_bits_32, sum8_q5
-from .simd import mac_u8_4, row_q5_1, set_u8_4, unpack5
+from .simd import acc_tile_mins, mac_u8_4, row_q5_1, set_u8_4, unpack5
 from .spec import TypeSpec
 from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
 from .types import GGMLType
@@ -166,11 +166,7 @@ def mm_avx2(out, q4, qh, d, m, yq, yd, ys):
                     set_u8_4(acc, 0, buf, 0, R2, y2[t], 16 * b)  # all R = TILE rows
                     for g in range(1, 4):
                         mac_u8_4(acc, 0, buf, 4 * g * R2, R2, y2[t], 16 * b + 4 * g)
-                    dy = yd[t, b]
-                    sy = ys[t, b]
-                    ft = facc[c, t]
-                    for r in range(R):
-                        ft[r] += F32(acc[r]) * (db[r] * dy) + mb[r] * sy
+                    acc_tile_mins(facc[c, t], acc, db, yd[t, b], mb, ys[t, b])
             store_tile(out, tl, facc[c])
 
 

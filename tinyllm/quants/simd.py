@@ -179,9 +179,53 @@ V8F32 = ir.VectorType(F32T, 8)
 
 
 def _fmuladd8(builder, a, b, c):
-    """a * b + c on V8F32, fused where the target has FMA."""
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F32, [V8F32] * 3), "llvm.fmuladd.v8f32")
+    """a * b + c on V8F32, always fused (llvm.fma): the decode and prefill kernels of a type
+    round alike, so a token's result does not depend on how many tokens a call has."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F32, [V8F32] * 3), "llvm.fma.v8f32")
     return builder.call(fn, [a, b, c])
+
+
+def make_acc_tile(mins, R=TILE):
+    """The float step of the block-by-block kernels, in the same rounding as the decode
+    intrinsics (Numba's fastmath loop was free to contract it differently from one compile to
+    the next): for r < R,
+
+      sym:  ft[r] = fma(f32(acc[r] - off), db[r] * dy, ft[r])
+      mins: ft[r] = fma(mb[r], sy, fma(f32(acc[r]), db[r] * dy, ft[r]))"""
+
+    @intrinsic
+    def acc_tile(typingctx, ft, acc, db, dy, mb, sy_or_off):
+        sig = types.void(ft, acc, db, dy, mb, sy_or_off)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            intp = context.get_value_type(types.intp)
+            dyv = _splat(builder, context.cast(builder, args[3], A[3], types.float32), V8F32)
+            if mins:
+                syv = _splat(builder, context.cast(builder, args[5], A[5], types.float32), V8F32)
+            else:
+                offv = _splat(builder, context.cast(builder, args[5], A[5], types.int32), V8I32)
+            for i in range(R // 8):
+                o = ir.Constant(intp, 8 * i)
+
+                def ptr(k, vty):
+                    return _vec_ptr(context, builder, A[k], args[k], o, types.intp, vty)
+
+                a = builder.load(ptr(1, V8I32), align=4)
+                f = builder.sitofp(a if mins else builder.sub(a, offv), V8F32)
+                dd = builder.fmul(builder.load(ptr(2, V8F32), align=4), dyv)
+                v = _fmuladd8(builder, f, dd, builder.load(ptr(0, V8F32), align=4))
+                if mins:
+                    v = _fmuladd8(builder, builder.load(ptr(4, V8F32), align=4), syv, v)
+                builder.store(v, ptr(0, V8F32), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return acc_tile
+
+
+acc_tile_sym, acc_tile_mins = make_acc_tile(False), make_acc_tile(True)
 
 
 def _scales8(context, builder, aty, aval, off):
@@ -346,8 +390,8 @@ def make_row_nibbles(bits, mins, G=TILE // 16):
                         acc = builder.load(accs[rs])
                         if mins:
                             mw = _scales8(context, builder, A[7], args[7], at(do, b, R, 8 * rs))
-                            part = _fmuladd8(builder, builder.sitofp(isum[j], V8F32), builder.fmul(dw, dy), builder.fmul(mw, sy))
-                            new = builder.fadd(acc, part)
+                            acc = _fmuladd8(builder, builder.sitofp(isum[j], V8F32), builder.fmul(dw, dy), acc)
+                            new = _fmuladd8(builder, mw, sy, acc)
                         else:
                             v = builder.sitofp(builder.sub(isum[j], offv), V8F32)
                             new = _fmuladd8(builder, v, builder.fmul(dw, dy), acc)
@@ -364,6 +408,71 @@ def make_row_nibbles(bits, mins, G=TILE // 16):
 
 row_q4_0, row_q5_0 = make_row_nibbles(4, False), make_row_nibbles(5, False)
 row_q4_1, row_q5_1 = make_row_nibbles(4, True), make_row_nibbles(5, True)
+
+
+
+def make_tokens_sym(chain, off, G=TILE // 16):
+    """Prefill: one unpacked 32-element block of a tile (qb[qo:]: [pair][row][lo, hi] bytes,
+    16 pairs of 2R bytes) against tokens t0..t1-1, in one loop:
+
+      facc[(t-t0)*R + r] += f32(Σ_e q*y_t - off*ys[t*nb + b]) * (d[do + r] * yd[t*nb + b])
+
+    y2 the tokens' int8 pairs as int16 (T, nh) flat, token t's block b at t*nh + 16b; d the
+    block's fp16 scale bits. The weights stay in L1 across tokens, and a token's sums and
+    scales never leave registers."""
+    R = 16 * G
+
+    @intrinsic
+    def tokens(typingctx, facc, qb, qo, y2, nh, yd, ys, nb, b, t0, t1, d, do):
+        sig = types.void(facc, qb, qo, y2, nh, yd, ys, nb, b, t0, t1, d, do)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            maddubs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+            intp = context.get_value_type(types.intp)
+            qo, nh, nb, b, t0, t1, do = (context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 7, 8, 9, 10, 12))
+
+            def load(i, o, vty, align=1):
+                return builder.load(_vec_ptr(context, builder, A[i], args[i], o, types.intp, vty), align=align)
+
+            dbs = [_scales8(context, builder, A[11], args[11], builder.add(do, ir.Constant(intp, 8 * i))) for i in range(2 * G)]
+            with cgutils.for_range(builder, builder.sub(t1, t0)) as loop:
+                t = builder.add(t0, loop.index)
+                tb = builder.add(builder.mul(t, nb), b)
+                dy = _splat(builder, load(5, tb, F32T, 4), V8F32)
+                offv = _splat(builder, builder.mul(load(6, tb, I32, 4), ir.Constant(I32, off)), V8I32)
+                ybase = builder.add(builder.mul(t, nh), builder.mul(b, ir.Constant(intp, 16)))
+                isum = [None] * (2 * G)
+                for ch in range(16 // chain):
+                    s16 = [None] * G
+                    for kk in range(chain):
+                        p = ch * chain + kk
+                        y = load(3, builder.add(ybase, ir.Constant(intp, p)), I16, 2)
+                        yv = builder.bitcast(_splat(builder, y, V16I16), V32I8)
+                        for g in range(G):
+                            w = load(1, builder.add(qo, ir.Constant(intp, p * 2 * R + 32 * g)), V32I8)
+                            m = builder.call(maddubs, [w, yv])
+                            s16[g] = m if s16[g] is None else builder.add(s16[g], m)
+                    for g in range(G):
+                        for h in range(2):
+                            sel = ir.Constant(ir.VectorType(I32, 8), list(range(8 * h, 8 * h + 8)))
+                            v = builder.sext(builder.shuffle_vector(s16[g], s16[g], sel), V8I32)
+                            i = 2 * g + h
+                            isum[i] = v if isum[i] is None else builder.add(isum[i], v)
+                fo = builder.mul(loop.index, ir.Constant(intp, R))
+                for i in range(2 * G):
+                    ptr = _vec_ptr(context, builder, A[0], args[0], builder.add(fo, ir.Constant(intp, 8 * i)), types.intp, V8F32)
+                    v = builder.sitofp(builder.sub(isum[i], offv), V8F32)
+                    builder.store(_fmuladd8(builder, v, builder.fmul(dbs[i], dy), builder.load(ptr, align=4)), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tokens
+
+
+tokens_q4_0, tokens_q5_0 = make_tokens_sym(8, 8), make_tokens_sym(4, 16)
 
 
 def make_unpack(bits):
