@@ -475,6 +475,91 @@ def make_tokens_sym(chain, off, G=TILE // 16):
 tokens_q4_0, tokens_q5_0 = make_tokens_sym(8, 8), make_tokens_sym(4, 16)
 
 
+
+def make_tokens_kmin(chain, G=TILE // 16):
+    """Prefill and decode of Q4_K (chain 8) / Q5_K (chain 4) x Q8_K: one unpacked super-block
+    of a tile (qb[qo:]: 128 pairs of 2R bytes, [pair][row][lo, hi]) against tokens t0..t1-1:
+
+      facc[(t-t0)*R + r] = fma(-(dmin*dy), f32(Σ_j m_j*bs_j), fma(d*dy, f32(Σ_j sc_j*isub_j), facc))
+
+    sc / mn the sub-block scale bytes of the super-block ((8, R) at so), d / dmin its fp16
+    scale bits (at do); y2 the tokens' int8 pairs as int16 (T, nh), ys their bsums per 16
+    (T, nbs). Rows go 32 at a time so the sums stay in registers."""
+    R = 16 * G
+    V8I8 = ir.VectorType(I8, 8)
+
+    @intrinsic
+    def tokens(typingctx, facc, qb, qo, y2, nh, yd, ys, nbs, nb, b, t0, t1, sc, mn, so, d, dmin, do):
+        sig = types.void(facc, qb, qo, y2, nh, yd, ys, nbs, nb, b, t0, t1, sc, mn, so, d, dmin, do)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            maddubs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+            intp = context.get_value_type(types.intp)
+            qo, nh, nbs, nb, b, t0, t1, so, do = (
+                context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 7, 8, 9, 10, 11, 14, 17))
+
+            def c(v):
+                return ir.Constant(intp, v)
+
+            def load(i, o, vty, align=1):
+                return builder.load(_vec_ptr(context, builder, A[i], args[i], o, types.intp, vty), align=align)
+
+            with cgutils.for_range(builder, builder.sub(t1, t0)) as loop:
+                t = builder.add(t0, loop.index)
+                dy = _splat(builder, load(5, builder.add(builder.mul(t, nb), b), F32T, 4), V8F32)
+                ybase = builder.add(builder.mul(t, nh), builder.mul(b, c(128)))
+                bsb = builder.add(builder.mul(t, nbs), builder.mul(b, c(16)))
+                bsv = []
+                for j in range(8):
+                    bs = builder.add(load(6, builder.add(bsb, c(2 * j)), I32, 4), load(6, builder.add(bsb, c(2 * j + 1)), I32, 4))
+                    bsv.append(_splat(builder, bs, V8I32))
+                fo = builder.mul(loop.index, c(R))
+                for ck in range(R // 32):
+                    isum = [ir.Constant(V8I32, None)] * 4
+                    for j in range(8):
+                        isub = [None] * 4
+                        for ch in range(16 // chain):
+                            s16 = [None, None]
+                            for kk in range(chain):
+                                p = 16 * j + ch * chain + kk
+                                yv = builder.bitcast(_splat(builder, load(3, builder.add(ybase, c(p)), I16, 2), V16I16), V32I8)
+                                for gg in range(2):
+                                    w = load(1, builder.add(qo, c(p * 2 * R + 64 * ck + 32 * gg)), V32I8)
+                                    m = builder.call(maddubs, [w, yv])
+                                    s16[gg] = m if s16[gg] is None else builder.add(s16[gg], m)
+                            for gg in range(2):
+                                for h in range(2):
+                                    sel = ir.Constant(ir.VectorType(I32, 8), list(range(8 * h, 8 * h + 8)))
+                                    v = builder.sext(builder.shuffle_vector(s16[gg], s16[gg], sel), V8I32)
+                                    i = 2 * gg + h
+                                    isub[i] = v if isub[i] is None else builder.add(isub[i], v)
+                        for i in range(4):
+                            scv = builder.zext(load(12, builder.add(so, c(j * R + 32 * ck + 8 * i)), V8I8), V8I32)
+                            isum[i] = builder.add(isum[i], builder.mul(scv, isub[i]))
+                    for i in range(4):
+                        rs = 4 * ck + i
+                        summ = ir.Constant(V8I32, None)
+                        for j in range(8):
+                            mnv = builder.zext(load(13, builder.add(so, c(j * R + 8 * rs)), V8I8), V8I32)
+                            summ = builder.add(summ, builder.mul(mnv, bsv[j]))
+                        dd = builder.fmul(_scales8(context, builder, A[15], args[15], builder.add(do, c(8 * rs))), dy)
+                        dm = builder.fmul(_scales8(context, builder, A[16], args[16], builder.add(do, c(8 * rs))), dy)
+                        ptr = _vec_ptr(context, builder, A[0], args[0], builder.add(fo, c(8 * rs)), types.intp, V8F32)
+                        v = _fmuladd8(builder, dd, builder.sitofp(isum[i], V8F32), builder.load(ptr, align=4))
+                        v = _fmuladd8(builder, builder.fneg(dm), builder.sitofp(summ, V8F32), v)
+                        builder.store(v, ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tokens
+
+
+tokens_q4_k, tokens_q5_k = make_tokens_kmin(8), make_tokens_kmin(4)
+
+
 def make_unpack(bits):
     """Unpack one group of 16 rows into qb: 4 pairs (4-bit, 5-bit) or 2 pairs (6-bit).
 
