@@ -428,7 +428,8 @@ def kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, five):
     per = max(1, -(-ntile // 16))
     nchunk = (ntile + per - 1) // per
     TB = min(T, TOKEN_BLOCK)
-    qb = np.empty((nchunk, npair * R2), np.uint8)
+    whole = T > TB  # several passes of tokens: unpack each tile row once
+    qb = np.empty((nchunk, (npair if whole else 128) * R2), np.uint8)
     facc = np.empty((nchunk, TB, R), np.float32)
     y2f = y2.reshape(-1)
     nh = y2.shape[1]
@@ -444,7 +445,7 @@ def kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, five):
         fc = facc[c]
         ff = fc.reshape(-1)
         for tl in range(c * per, min(ntile, c * per + per)):
-            for g in range(npair // 4):
+            for g in range(npair // 4 if whole else 0):
                 for rc in range(0, R, 16):
                     if five:
                         unpack5(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 4 * g) * R + rc, R, qhf, (tl * ngrp + g) * R + rc)
@@ -455,11 +456,19 @@ def kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, five):
                 t1 = min(T, t0 + TB)
                 fc[:] = 0
                 for b in range(nb):
+                    for g in range(0 if whole else 32 * b, 0 if whole else 32 * b + 32):  # one pass: a super-block at a time
+                        for rc in range(0, R, 16):
+                            o = 4 * (g - 32 * b) * R2 + 2 * rc
+                            if five:
+                                unpack5(buf, o, R2, q4f, (tl * npair + 4 * g) * R + rc, R, qhf, (tl * ngrp + g) * R + rc)
+                            else:
+                                unpack4(buf, o, R2, q4f, (tl * npair + 4 * g) * R + rc, R, q4f, 0)
+                    qo = 128 * b * R2 if whole else 0
                     if five:
-                        tokens_q5_k(ff, buf, 128 * b * R2, y2f, nh, ydf, ysf, nbs, nb, b, t0, t1, scf, mnf,
+                        tokens_q5_k(ff, buf, qo, y2f, nh, ydf, ysf, nbs, nb, b, t0, t1, scf, mnf,
                                     (tl * nsub + 8 * b) * R, df, dmf, (tl * nb + b) * R)
                     else:
-                        tokens_q4_k(ff, buf, 128 * b * R2, y2f, nh, ydf, ysf, nbs, nb, b, t0, t1, scf, mnf,
+                        tokens_q4_k(ff, buf, qo, y2f, nh, ydf, ysf, nbs, nb, b, t0, t1, scf, mnf,
                                     (tl * nsub + 8 * b) * R, df, dmf, (tl * nb + b) * R)
                 for t in range(t0, t1):
                     for r in range(n):

@@ -560,6 +560,80 @@ def make_tokens_kmin(chain, G=TILE // 16):
 tokens_q4_k, tokens_q5_k = make_tokens_kmin(8), make_tokens_kmin(4)
 
 
+
+def make_tokens_q6_k(G=TILE // 16):
+    """Q6_K x Q8_K, as make_tokens_kmin: one unpacked super-block (128 pairs, 6-bit values
+    stored + 32) against tokens t0..t1-1,
+
+      facc[(t-t0)*R + r] = fma(f32(Σ_j sc_j * (isub_j - 32*bs_j)), d*dy, facc)
+
+    over its 16 sub-blocks of 16 (sc int8 (16, R) at so; bs_j = ys[t*nbs + 16b + j]);
+    vpmaddubsw chains of 2 pairs (2*63*127 each fit int16)."""
+    R = 16 * G
+    V8I8 = ir.VectorType(I8, 8)
+
+    @intrinsic
+    def tokens(typingctx, facc, qb, qo, y2, nh, yd, ys, nbs, nb, b, t0, t1, sc, so, d, do):
+        sig = types.void(facc, qb, qo, y2, nh, yd, ys, nbs, nb, b, t0, t1, sc, so, d, do)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            maddubs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+            intp = context.get_value_type(types.intp)
+            qo, nh, nbs, nb, b, t0, t1, so, do = (
+                context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 7, 8, 9, 10, 11, 13, 15))
+
+            def c(v):
+                return ir.Constant(intp, v)
+
+            def load(i, o, vty, align=1):
+                return builder.load(_vec_ptr(context, builder, A[i], args[i], o, types.intp, vty), align=align)
+
+            with cgutils.for_range(builder, builder.sub(t1, t0)) as loop:
+                t = builder.add(t0, loop.index)
+                dy = _splat(builder, load(5, builder.add(builder.mul(t, nb), b), F32T, 4), V8F32)
+                ybase = builder.add(builder.mul(t, nh), builder.mul(b, c(128)))
+                bsb = builder.add(builder.mul(t, nbs), builder.mul(b, c(16)))
+                fo = builder.mul(loop.index, c(R))
+                for ck in range(R // 32):
+                    isum = [ir.Constant(V8I32, None)] * 4
+                    for j in range(16):
+                        b32 = _splat(builder, builder.mul(load(6, builder.add(bsb, c(j)), I32, 4), ir.Constant(I32, 32)), V8I32)
+                        isub = [None] * 4
+                        for ch in range(4):
+                            s16 = [None, None]
+                            for kk in range(2):
+                                p = 8 * j + 2 * ch + kk
+                                yv = builder.bitcast(_splat(builder, load(3, builder.add(ybase, c(p)), I16, 2), V16I16), V32I8)
+                                for gg in range(2):
+                                    w = load(1, builder.add(qo, c(p * 2 * R + 64 * ck + 32 * gg)), V32I8)
+                                    m = builder.call(maddubs, [w, yv])
+                                    s16[gg] = m if s16[gg] is None else builder.add(s16[gg], m)
+                            for gg in range(2):
+                                for h in range(2):
+                                    sel = ir.Constant(ir.VectorType(I32, 8), list(range(8 * h, 8 * h + 8)))
+                                    v = builder.sext(builder.shuffle_vector(s16[gg], s16[gg], sel), V8I32)
+                                    i = 2 * gg + h
+                                    isub[i] = v if isub[i] is None else builder.add(isub[i], v)
+                        for i in range(4):
+                            scv = builder.sext(load(12, builder.add(so, c(j * R + 32 * ck + 8 * i)), V8I8), V8I32)
+                            isum[i] = builder.add(isum[i], builder.mul(scv, builder.sub(isub[i], b32)))
+                    for i in range(4):
+                        rs = 4 * ck + i
+                        dd = builder.fmul(_scales8(context, builder, A[14], args[14], builder.add(do, c(8 * rs))), dy)
+                        ptr = _vec_ptr(context, builder, A[0], args[0], builder.add(fo, c(8 * rs)), types.intp, V8F32)
+                        builder.store(_fmuladd8(builder, builder.sitofp(isum[i], V8F32), dd, builder.load(ptr, align=4)), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tokens
+
+
+tokens_q6_k = make_tokens_q6_k()
+
+
 def make_unpack(bits):
     """Unpack one group of 16 rows into qb: 4 pairs (4-bit, 5-bit) or 2 pairs (6-bit).
 
