@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import UsageError
 from ..quants.matmul import get_rows
 from ..quants.matmul import matmul as _quants_matmul
+from ..quants.matmul import quantize_activations
 from . import ops
 
 _observers: dict = {}  # id(QMatrix) -> fn(name, x) while an observe_matmuls block runs
@@ -34,6 +35,22 @@ def matmul(w, x, out=None):
         if fn is not None:
             fn(w.name, x)
     return _quants_matmul(w, x, out=out)
+
+
+def matmuls(x, *pairs):
+    """matmul(w, x, out) for each (w, out) of pairs, which share the input x (T, n_in): x is
+    quantized once per activation type. Returns the outs."""
+    acts = {}
+    res = []
+    for w, out in pairs:
+        if _skip_products or _observers:
+            res.append(matmul(w, x, out=out))
+            continue
+        kind = w.spec.act
+        if kind not in acts:
+            acts[kind] = quantize_activations(w.type, x)
+        res.append(_quants_matmul(w, x, out=out, act=acts[kind]))
+    return res
 
 
 @contextmanager
@@ -106,9 +123,8 @@ def llama_layer(m, lw, buf: Scratch, pos0: int):
     T, H, Hkv, d, eps = buf.T, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.norm_eps
     x, h = buf.x, buf.h
     ops.rms_norm(h, x, lw.attn_norm, eps)  # h = RMSNorm(x) * attn_norm       [T, D]
-    q = matmul(lw.attn_q, h, out=buf.q)  # q = h @ Wq.T (+ bq)                [T, H*d]
-    k = matmul(lw.attn_k, h, out=buf.k)  # k = h @ Wk.T (+ bk)                [T, Hkv*d]
-    v = matmul(lw.attn_v, h, out=buf.v)  # v = h @ Wv.T (+ bv)                [T, Hkv*d]
+    # q = h @ Wq.T (+ bq) [T, H*d];  k = h @ Wk.T (+ bk), v = h @ Wv.T (+ bv) [T, Hkv*d]
+    q, k, v = matmuls(h, (lw.attn_q, buf.q), (lw.attn_k, buf.k), (lw.attn_v, buf.v))
     if lw.attn_q_bias is not None:
         q += lw.attn_q_bias
         k += lw.attn_k_bias
@@ -127,8 +143,7 @@ def llama_layer(m, lw, buf: Scratch, pos0: int):
         a += lw.attn_output_bias
     x += a  # x = x + a
     ops.rms_norm(h, x, lw.ffn_norm, eps)  # h = RMSNorm(x) * ffn_norm         [T, D]
-    g = matmul(lw.ffn_gate, h, out=buf.gate)  # [T, F]
-    u = matmul(lw.ffn_up, h, out=buf.up)  # [T, F]
+    g, u = matmuls(h, (lw.ffn_gate, buf.gate), (lw.ffn_up, buf.up))  # [T, F] each
     ops.swiglu(g, g, u)  # g = silu(g) * u
     f = matmul(lw.ffn_down, g, out=buf.a)  # f = g @ Wdown.T                  [T, D]
     x += f  # x = x + f
@@ -142,9 +157,8 @@ def gemma3_layer(m, lw, buf: Scratch, pos0: int):
     cos, sin = (buf.cos_swa, buf.sin_swa) if swa else (buf.cos, buf.sin)
     x, h = buf.x, buf.h
     ops.rms_norm(h, x, lw.attn_norm, eps)  # 1. h = RMSNorm(x) * attn_norm     [T, D]
-    q = matmul(lw.attn_q, h, out=buf.q)  # 2. q = h @ Wq.T                    [T, H*d]
-    k = matmul(lw.attn_k, h, out=buf.k)  #    k = h @ Wk.T                    [T, Hkv*d]
-    v = matmul(lw.attn_v, h, out=buf.v)  #    v = h @ Wv.T                    [T, Hkv*d]
+    # 2. q = h @ Wq.T [T, H*d];  k = h @ Wk.T, v = h @ Wv.T [T, Hkv*d]
+    q, k, v = matmuls(h, (lw.attn_q, buf.q), (lw.attn_k, buf.k), (lw.attn_v, buf.v))
     q3, k3 = q.reshape(T, H, d), k.reshape(T, Hkv, d)
     # 3.-5. per-head RMSNorm * q_norm / k_norm, NEOX RoPE, then q *= f_attention_scale
     ops.head_norm_rope(q3, lw.attn_q_norm, True, eps, cos, sin, True, cfg.attn_scale)
@@ -155,8 +169,7 @@ def gemma3_layer(m, lw, buf: Scratch, pos0: int):
     a = matmul(lw.attn_output, buf.o, out=buf.a)  # 7. a = o @ Wo.T          [T, D]
     ops.add_rms_norm(x, a, lw.post_attention_norm, eps)  # 7.-8. x += RMSNorm(a) * post_attention_norm
     ops.rms_norm(h, x, lw.ffn_norm, eps)  # 9. h = RMSNorm(x) * ffn_norm      [T, D]
-    g = matmul(lw.ffn_gate, h, out=buf.gate)  # 10. [T, F]
-    u = matmul(lw.ffn_up, h, out=buf.up)  #         [T, F]
+    g, u = matmuls(h, (lw.ffn_gate, buf.gate), (lw.ffn_up, buf.up))  # 10. [T, F] each
     ops.geglu(g, g, u, m.gelu_table)  #             g = gelu_tanh(g) * u
     f = matmul(lw.ffn_down, g, out=buf.a)  #        f = g @ Wdown.T           [T, D]
     ops.add_rms_norm(x, f, lw.post_ffw_norm, eps)  # 11.-12. x += RMSNorm(f) * post_ffw_norm

@@ -459,7 +459,10 @@ def attn_prefill(out, q, kc, vc, pos0, window, kq_scale):
     ks = np.float32(kq_scale)
     n_qb = (T + QUERY_BLOCK - 1) // QUERY_BLOCK
     for task in prange(n_qb * Hkv):
-        b = task // Hkv
+        # causal blocks cost in proportion to their index: dealt 0, n-1, 1, n-2, ... so that
+        # the threads' equal, contiguous shares of the tasks cost alike
+        i = task // Hkv
+        b = i // 2 if i % 2 == 0 else n_qb - 1 - i // 2
         g = task % Hkv
         t0 = b * QUERY_BLOCK
         nq = min(T, t0 + QUERY_BLOCK) - t0

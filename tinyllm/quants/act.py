@@ -24,29 +24,37 @@ F32 = np.float32
 
 
 @jit_exact(inline="always")
-def _q8_K_row(x, qs, d, bsums, t):
-    """Row t of x -> Q8_K (§3.8): qs int8, d float32 per 256, bsums int32 per 16 (zero for a zero block)."""
+def _q8_K_row(x, xu, qs, d, bsums, t):
+    """Row t of x -> Q8_K (§3.8): qs int8, d float32 per 256, bsums int32 per 16 (zero for a zero block).
+
+    The largest |x| is an integer max over the bit patterns (NaN skipped, as the strict `>` of
+    the C loop skips it), and its sign that of its first occurrence: loops that vectorise."""
     for b in range(x.shape[1] // 256):
         base = b * 256
-        amax = F32(0.0)
-        vmax = F32(0.0)
+        abits = np.uint32(0)
         for j in range(256):
-            v = x[t, base + j]
-            if abs(v) > amax:  # strict: the first element of largest |x| wins, with its sign
-                amax = abs(v)
-                vmax = v
-        if amax == 0:
+            a = xu[t, base + j] & np.uint32(0x7FFFFFFF)
+            abits = max(abits, a if a <= np.uint32(0x7F800000) else np.uint32(0))
+        if abits == 0:
             d[t, b] = 0
             for j in range(256):
                 qs[t, base + j] = 0
             for g in range(16):
                 bsums[t, b * 16 + g] = 0
             continue
+        ipos = 256
+        ineg = 256
+        for j in range(256):
+            u = xu[t, base + j]
+            ipos = min(ipos, j if u == abits else 256)
+            ineg = min(ineg, j if u == (abits | np.uint32(0x80000000)) else 256)
+        amax = np.uint32(abits).view(np.float32)
+        vmax = amax if ipos < ineg else -amax
         iscale = F32(F32(-127.0) / vmax)
         for g in range(16):
-            s = 0
+            s = np.int32(0)
             for j in range(16):
-                q = min(127, int(np.rint(F32(iscale * x[t, base + 16 * g + j]))))
+                q = min(np.int32(127), np.int32(np.rint(F32(iscale * x[t, base + 16 * g + j]))))
                 qs[t, base + 16 * g + j] = q
                 s += q
             bsums[t, b * 16 + g] = s
@@ -54,20 +62,23 @@ def _q8_K_row(x, qs, d, bsums, t):
 
 
 @jit_exact(inline="always")
-def _q8_0_row(x, qs, d, ys, t, q8_1):
+def _q8_0_row(x, xu, qs, d, ys, t, q8_1):
     """Row t of x -> the x86 activation Q8_0 (§3.9): d = fp16(amax/127), qs = rint(x*f32(127/amax)).
-    ys: the integer block sums, or for Q8_1 the float s = fp16(f32(amax/127) * Σqs)."""
+    ys: the integer block sums, or for Q8_1 the float s = fp16(f32(amax/127) * Σqs).
+    amax is an integer max over the bit patterns (it vectorises; a NaN wins, as in the
+    AVX max of ggml's loop and the twin's np.max)."""
     for b in range(x.shape[1] // 32):
         base = b * 32
-        amax = F32(0.0)
+        abits = np.uint32(0)
         for j in range(32):
-            amax = max(amax, abs(x[t, base + j]))
+            abits = max(abits, xu[t, base + j] & np.uint32(0x7FFFFFFF))
+        amax = np.uint32(abits).view(np.float32)
         dq = F32(amax / F32(127.0))
         d[t, b] = fp16_round(dq)
-        iscale = F32(F32(127.0) / amax) if amax > 0 else F32(0.0)
-        s = 0
+        iscale = F32(F32(127.0) / amax) if amax != 0 else F32(0.0)
+        s = np.int32(0)
         for j in range(32):
-            q = min(127, max(-128, int(np.rint(F32(x[t, base + j] * iscale)))))
+            q = min(np.int32(127), max(np.int32(-128), np.int32(np.rint(F32(x[t, base + j] * iscale)))))
             qs[t, base + j] = q
             s += q
         if q8_1:
@@ -79,38 +90,41 @@ def _q8_0_row(x, qs, d, ys, t, q8_1):
 @jit_exact(parallel=True)
 def quantize_q8_K_act(x, qs, d, bsums):
     """x float32 (T, n) -> qs int8 (T, n), d float32 (T, n/256), bsums int32 (T, n/16)."""
+    xu = x.view(np.uint32)
     for t in prange(x.shape[0]):
-        _q8_K_row(x, qs, d, bsums, t)
+        _q8_K_row(x, xu, qs, d, bsums, t)
 
 
 @jit_exact
 def quantize_q8_K_act_1(x, qs, d, bsums):
     """quantize_q8_K_act for one row, without the cost of starting a parallel region."""
-    _q8_K_row(x, qs, d, bsums, 0)
+    _q8_K_row(x, x.view(np.uint32), qs, d, bsums, 0)
 
 
 @jit_exact(parallel=True)
 def quantize_q8_0_act(x, qs, d, ys):
     """x float32 (T, n) -> qs int8 (T, n), d float32 (T, n/32) = fp16(amax/127), ys int32 block sums."""
+    xu = x.view(np.uint32)
     for t in prange(x.shape[0]):
-        _q8_0_row(x, qs, d, ys, t, False)
+        _q8_0_row(x, xu, qs, d, ys, t, False)
 
 
 @jit_exact
 def quantize_q8_0_act_1(x, qs, d, ys):
-    _q8_0_row(x, qs, d, ys, 0, False)
+    _q8_0_row(x, x.view(np.uint32), qs, d, ys, 0, False)
 
 
 @jit_exact(parallel=True)
 def quantize_q8_1_act(x, qs, d, s):
     """As quantize_q8_0_act, with s float32 (T, n/32) = fp16(d * Σqs) instead of the integer sums."""
+    xu = x.view(np.uint32)
     for t in prange(x.shape[0]):
-        _q8_0_row(x, qs, d, s, t, True)
+        _q8_0_row(x, xu, qs, d, s, t, True)
 
 
 @jit_exact
 def quantize_q8_1_act_1(x, qs, d, s):
-    _q8_0_row(x, qs, d, s, 0, True)
+    _q8_0_row(x, x.view(np.uint32), qs, d, s, 0, True)
 
 
 _KERNELS = {

@@ -111,8 +111,11 @@ def kernel_set() -> str:
     return next(k for k, v in KERNEL_SETS.items() if v is _kernels)
 
 
-def matmul(w: QMatrix, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """out (T, n_out) float32 = x (T, n_in) @ W.T; a 1-D x gives a 1-D out."""
+def matmul(w: QMatrix, x: np.ndarray, out: np.ndarray | None = None, act: tuple | None = None) -> np.ndarray:
+    """out (T, n_out) float32 = x (T, n_in) @ W.T; a 1-D x gives a 1-D out.
+
+    act: x already quantized for w (quantize_activations(w.type, x)), so that matrices that
+    share an input and an activation type (q/k/v, gate/up) quantize it once."""
     squeeze = x.ndim == 1
     if squeeze:
         x = x[None, :]
@@ -124,7 +127,7 @@ def matmul(w: QMatrix, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
         out = np.empty((w.n_out,) if squeeze else (T, w.n_out), np.float32)
     elif out.shape != ((w.n_out,) if squeeze else (T, w.n_out)) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise UsageError(f"matmul with {w!r}: out must be C-contiguous float32 {(T, w.n_out)}, got {out.dtype} {out.shape}")
-    _kernels[w.type](out.reshape(T, w.n_out), *w.arrays, *quantize_act(w.spec.act, x))
+    _kernels[w.type](out.reshape(T, w.n_out), *w.arrays, *(quantize_act(w.spec.act, x) if act is None else act))
     return out
 
 

@@ -22,7 +22,7 @@ from .fit import make_qx_quants_ref, qx_lanes, to_lanes
 from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .q8_0 import dot_sym32_ref
 from .rounding import c_int8, c_int8_np, row_nonfinite
-from .simd import mac_u8_8, set_u8_8, unpack4
+from .simd import acc_tile_sym, mac_u8_8, row_q4_0, set_u8_8, unpack4
 from .spec import TypeSpec
 from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
 from .types import QK8_0, GGMLType
@@ -271,6 +271,18 @@ def mm_avx2(out, q4, d, yq, yd, ys):
     y2 = yq.view(np.int16)
     q4f = q4.reshape(-1)
     R2 = 2 * R
+    if T == 1:  # decode: a whole tile row per call, unpacked in registers
+        df = d.reshape(-1)
+        per = max(1, -(-ntile // 16))
+        nchunk = (ntile + per - 1) // per
+        fbuf = np.empty((nchunk, R), np.float32)
+        for c in prange(nchunk):
+            fr = fbuf[c]
+            for tl in range(c * per, min(ntile, c * per + per)):
+                row_q4_0(fr, q4f, tl * npair * R, q4f, 0, df, tl * nb * R, df, y2[0], yd[0], ys[0], nb)
+                for r in range(min(R, out.shape[1] - tl * R)):
+                    out[0, tl * R + r] = fr[r]
+        return
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 16)
     for c in prange(nchunk):
         buf = qb[c]
@@ -285,11 +297,7 @@ def mm_avx2(out, q4, d, yq, yd, ys):
                 for t in range(T):
                     set_u8_8(acc, 0, buf, 0, R2, y2[t], 16 * b)  # all R = TILE rows
                     mac_u8_8(acc, 0, buf, 8 * R2, R2, y2[t], 16 * b + 8)
-                    off = np.int32(8 * ys[t, b])  # stored as q + 8
-                    dy = yd[t, b]
-                    ft = facc[c, t]
-                    for r in range(R):
-                        ft[r] += F32(np.int32(acc[r] - off)) * (db[r] * dy)
+                    acc_tile_sym(facc[c, t], acc, db, yd[t, b], db, np.int32(8 * ys[t, b]))  # stored as q + 8
             store_tile(out, tl, facc[c])
 
 

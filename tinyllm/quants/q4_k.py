@@ -27,9 +27,9 @@ from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .kscales import pack_k4, pack_scales_k4, scale_min_k4, scales_k4
 from .q4_0 import sum8_q4
 from .rounding import nearest_int, nearest_int_np, row_nonfinite
-from .simd import mac_u8_4, mac_u8_8, set_u8_4, set_u8_8, unpack4, unpack5
+from .simd import tokens_q4_k, tokens_q5_k, unpack4, unpack5
 from .spec import TypeSpec
-from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, pack_bits, store, store_tile
+from .tiles import TOKEN_BLOCK, chunking, fp16_bits, h2f_tile, nibble_pairs, pack_bits, store
 from .types import QK_K, GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qs", "u1", 128)])
@@ -414,55 +414,65 @@ def mm(out, q4, qh, sc, mn, d, dmin, yq, yd, ys):
 
 @jit_fast(inline="always")
 def kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, five):
-    """Q4_K (five=False, qh unused) / Q5_K weights x Q8_K activations."""
+    """Q4_K (five=False, qh unused) / Q5_K weights x Q8_K activations: each tile row unpacked
+    once, then the tokens in groups whose float sums stay in L1 (tokens_q4_k / tokens_q5_k)."""
     T = out.shape[0]
     ntile, npair, R = q4.shape
     ngrp = qh.shape[1]
     nb = d.shape[1]
+    nsub = sc.shape[1]
     y2 = yq.view(np.int16)
     q4f = q4.reshape(-1)
     qhf = qh.reshape(-1)
     R2 = 2 * R
-    per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 128)
+    per = max(1, -(-ntile // 16))
+    nchunk = (ntile + per - 1) // per
+    TB = min(T, TOKEN_BLOCK)
+    whole = T > TB  # several passes of tokens: unpack each tile row once
+    qb = np.empty((nchunk, (npair if whole else 128) * R2), np.uint8)
+    facc = np.empty((nchunk, TB, R), np.float32)
+    y2f = y2.reshape(-1)
+    nh = y2.shape[1]
+    ydf = yd.reshape(-1)
+    ysf = ys.reshape(-1)
+    nbs = ys.shape[1]
+    scf = sc.reshape(-1)
+    mnf = mn.reshape(-1)
+    df = d.reshape(-1)
+    dmf = dmin.reshape(-1)
     for c in prange(nchunk):
         buf = qb[c]
-        acc = isub[c, 0]
-        isum = isub[c, 1]
-        summ = isub[c, 2]
+        fc = facc[c]
+        ff = fc.reshape(-1)
         for tl in range(c * per, min(ntile, c * per + per)):
-            facc[c] = 0
-            for b in range(nb):
-                for g in range(32):  # 32 groups of 4 pairs = 256 elements
-                    for rc in range(0, R, 16):
-                        if five:
-                            unpack5(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 128 * b + 4 * g) * R + rc, R,
-                                    qhf, (tl * ngrp + 32 * b + g) * R + rc)
-                        else:
-                            unpack4(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 128 * b + 4 * g) * R + rc, R, q4f, 0)
-                db = h2f_block(dbuf[c, 0], d, tl, b)
-                dm = h2f_block(dbuf[c, 1], dmin, tl, b)
-                for t in range(T):
-                    isum[:] = 0
-                    summ[:] = 0
-                    for j in range(8):  # sub-blocks of 32 = 16 pairs
-                        if five:  # all R = TILE rows per call
-                            set_u8_4(acc, 0, buf, 16 * j * R2, R2, y2[t], 128 * b + 16 * j)
-                            for q in range(4, 16, 4):
-                                mac_u8_4(acc, 0, buf, (16 * j + q) * R2, R2, y2[t], 128 * b + 16 * j + q)
-                        else:
-                            set_u8_8(acc, 0, buf, 16 * j * R2, R2, y2[t], 128 * b + 16 * j)
-                            mac_u8_8(acc, 0, buf, (16 * j + 8) * R2, R2, y2[t], 128 * b + 16 * j + 8)
-                        bs = ys[t, 16 * b + 2 * j] + ys[t, 16 * b + 2 * j + 1]
-                        s = sc[tl, 8 * b + j]
-                        m = mn[tl, 8 * b + j]
-                        for r in range(R):
-                            isum[r] += np.int32(s[r]) * acc[r]
-                            summ[r] += np.int32(m[r]) * bs
-                    dy = yd[t, b]
-                    ft = facc[c, t]
-                    for r in range(R):
-                        ft[r] += (db[r] * dy) * F32(isum[r]) - (dm[r] * dy) * F32(summ[r])
-            store_tile(out, tl, facc[c])
+            for g in range(npair // 4 if whole else 0):
+                for rc in range(0, R, 16):
+                    if five:
+                        unpack5(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 4 * g) * R + rc, R, qhf, (tl * ngrp + g) * R + rc)
+                    else:
+                        unpack4(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 4 * g) * R + rc, R, q4f, 0)
+            n = min(R, out.shape[1] - tl * R)
+            for t0 in range(0, T, TB):
+                t1 = min(T, t0 + TB)
+                fc[:] = 0
+                for b in range(nb):
+                    for g in range(0 if whole else 32 * b, 0 if whole else 32 * b + 32):  # one pass: a super-block at a time
+                        for rc in range(0, R, 16):
+                            o = 4 * (g - 32 * b) * R2 + 2 * rc
+                            if five:
+                                unpack5(buf, o, R2, q4f, (tl * npair + 4 * g) * R + rc, R, qhf, (tl * ngrp + g) * R + rc)
+                            else:
+                                unpack4(buf, o, R2, q4f, (tl * npair + 4 * g) * R + rc, R, q4f, 0)
+                    qo = 128 * b * R2 if whole else 0
+                    if five:
+                        tokens_q5_k(ff, buf, qo, y2f, nh, ydf, ysf, nbs, nb, b, t0, t1, scf, mnf,
+                                    (tl * nsub + 8 * b) * R, df, dmf, (tl * nb + b) * R)
+                    else:
+                        tokens_q4_k(ff, buf, qo, y2f, nh, ydf, ysf, nbs, nb, b, t0, t1, scf, mnf,
+                                    (tl * nsub + 8 * b) * R, df, dmf, (tl * nb + b) * R)
+                for t in range(t0, t1):
+                    for r in range(n):
+                        out[t, tl * R + r] = fc[t - t0, r]
 
 
 @jit_fast(parallel=True)

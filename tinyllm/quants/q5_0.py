@@ -17,9 +17,9 @@ from .blocks import F32, read_fp16
 from .fp16 import fp16_to_fp32
 from .q4_0 import quantize_rows_x_0, quantize_x_0_ref
 from .q8_0 import dot_sym32_ref
-from .simd import mac_u8_4, set_u8_4, unpack5
+from .simd import row_q5_0, tokens_q5_0, unpack5
 from .spec import TypeSpec
-from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
+from .tiles import TOKEN_BLOCK, avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
 from .types import GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("qh", "<u4"), ("qs", "u1", 16)])
@@ -168,28 +168,46 @@ def mm_avx2(out, q4, qh, d, yq, yd, ys):
     q4f = q4.reshape(-1)
     qhf = qh.reshape(-1)
     R2 = 2 * R
-    per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 16)
+    if T == 1:  # decode: a whole tile row per call, unpacked in registers
+        df = d.reshape(-1)
+        per = max(1, -(-ntile // 16))
+        nchunk = (ntile + per - 1) // per
+        fbuf = np.empty((nchunk, R), np.float32)
+        for c in prange(nchunk):
+            fr = fbuf[c]
+            for tl in range(c * per, min(ntile, c * per + per)):
+                row_q5_0(fr, q4f, tl * npair * R, qhf, tl * ngrp * R, df, tl * nb * R, df, y2[0], yd[0], ys[0], nb)
+                for r in range(min(R, out.shape[1] - tl * R)):
+                    out[0, tl * R + r] = fr[r]
+        return
+    # prefill: the whole tile row unpacked once, then tokens in groups whose float sums stay in L1
+    per = max(1, -(-ntile // 16))
+    nchunk = (ntile + per - 1) // per
+    TB = min(T, TOKEN_BLOCK)
+    qb = np.empty((nchunk, npair * R2), np.uint8)
+    facc = np.empty((nchunk, TB, R), np.float32)
+    y2f = y2.reshape(-1)
+    nh = y2.shape[1]
+    ydf = yd.reshape(-1)
+    ysf = ys.reshape(-1)
+    df = d.reshape(-1)
     for c in prange(nchunk):
         buf = qb[c]
-        acc = isub[c, 0]
+        fc = facc[c]
+        ff = fc.reshape(-1)
         for tl in range(c * per, min(ntile, c * per + per)):
-            facc[c] = 0
-            for b in range(nb):
-                for g in range(4):
-                    for rc in range(0, R, 16):
-                        unpack5(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 16 * b + 4 * g) * R + rc, R,
-                                qhf, (tl * ngrp + 4 * b + g) * R + rc)
-                db = h2f_block(dbuf[c, 0], d, tl, b)
-                for t in range(T):
-                    set_u8_4(acc, 0, buf, 0, R2, y2[t], 16 * b)  # all R = TILE rows
-                    for g in range(1, 4):
-                        mac_u8_4(acc, 0, buf, 4 * g * R2, R2, y2[t], 16 * b + 4 * g)
-                    off = np.int32(16 * ys[t, b])  # stored as q + 16
-                    dy = yd[t, b]
-                    ft = facc[c, t]
-                    for r in range(R):
-                        ft[r] += F32(np.int32(acc[r] - off)) * (db[r] * dy)
-            store_tile(out, tl, facc[c])
+            for g in range(npair // 4):
+                for rc in range(0, R, 16):
+                    unpack5(buf, 4 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 4 * g) * R + rc, R, qhf, (tl * ngrp + g) * R + rc)
+            n = min(R, out.shape[1] - tl * R)
+            for t0 in range(0, T, TB):
+                t1 = min(T, t0 + TB)
+                fc[:] = 0
+                for b in range(nb):  # stored as q + 16
+                    tokens_q5_0(ff, buf, 16 * b * R2, y2f, nh, ydf, ysf, nb, b, t0, t1, df, (tl * nb + b) * R)
+                for t in range(t0, t1):
+                    for r in range(n):
+                        out[t, tl * R + r] = fc[t - t0, r]
 
 
 SPEC = TypeSpec(

@@ -17,7 +17,7 @@ from .fp16 import fp16_to_fp32
 from .fit import LIMIT
 from .q4_1 import dot_min32_ref, quantize_rows_x_1, quantize_x_1_ref
 from .q5_0 import qh32, qh_bits_32, sum8_q5
-from .simd import mac_u8_4, set_u8_4, unpack5
+from .simd import acc_tile_mins, mac_u8_4, row_q5_1, set_u8_4, unpack5
 from .spec import TypeSpec
 from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
 from .types import GGMLType
@@ -136,6 +136,19 @@ def mm_avx2(out, q4, qh, d, m, yq, yd, ys):
     q4f = q4.reshape(-1)
     qhf = qh.reshape(-1)
     R2 = 2 * R
+    if T == 1:  # decode: a whole tile row per call, unpacked in registers
+        df = d.reshape(-1)
+        mf = m.reshape(-1)
+        per = max(1, -(-ntile // 16))
+        nchunk = (ntile + per - 1) // per
+        fbuf = np.empty((nchunk, R), np.float32)
+        for c in prange(nchunk):
+            fr = fbuf[c]
+            for tl in range(c * per, min(ntile, c * per + per)):
+                row_q5_1(fr, q4f, tl * npair * R, qhf, tl * ngrp * R, df, tl * nb * R, mf, y2[0], yd[0], ys[0], nb)
+                for r in range(min(R, out.shape[1] - tl * R)):
+                    out[0, tl * R + r] = fr[r]
+        return
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 16)
     for c in prange(nchunk):
         buf = qb[c]
@@ -153,11 +166,7 @@ def mm_avx2(out, q4, qh, d, m, yq, yd, ys):
                     set_u8_4(acc, 0, buf, 0, R2, y2[t], 16 * b)  # all R = TILE rows
                     for g in range(1, 4):
                         mac_u8_4(acc, 0, buf, 4 * g * R2, R2, y2[t], 16 * b + 4 * g)
-                    dy = yd[t, b]
-                    sy = ys[t, b]
-                    ft = facc[c, t]
-                    for r in range(R):
-                        ft[r] += F32(acc[r]) * (db[r] * dy) + mb[r] * sy
+                    acc_tile_mins(facc[c, t], acc, db, yd[t, b], mb, ys[t, b])
             store_tile(out, tl, facc[c])
 
 

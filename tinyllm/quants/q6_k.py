@@ -20,9 +20,9 @@ from .blocks import F32, NONFINITE, OVERFLOW, as_rows, first_absmax, fp16_field,
 from .fit import make_qx_quants_ref, qx_lanes, to_lanes
 from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .rounding import nearest_int, nearest_int_np, row_nonfinite
-from .simd import mac_u8_2, set_u8_2, unpack6
+from .simd import tokens_q6_k, unpack6
 from .spec import TypeSpec
-from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, pack_bits, store, store_tile
+from .tiles import TOKEN_BLOCK, chunking, fp16_bits, h2f_tile, nibble_pairs, pack_bits, store
 from .types import QK_K, GGMLType
 
 BLOCK = np.dtype([("ql", "u1", 128), ("qh", "u1", 64), ("scales", "i1", 16), ("d", "<f2")])
@@ -300,38 +300,45 @@ def mm_avx2(out, q4, qh, sc, d, yq, yd, ys):
     q4f = q4.reshape(-1)
     qhf = qh.reshape(-1)
     R2 = 2 * R
-    per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 128)
+    # each tile row unpacked once, then the tokens in groups whose float sums stay in L1
+    nsub = sc.shape[1]
+    per = max(1, -(-ntile // 16))
+    nchunk = (ntile + per - 1) // per
+    TB = min(T, TOKEN_BLOCK)
+    whole = T > TB  # several passes of tokens: unpack each tile row once
+    qb = np.empty((nchunk, (npair if whole else 128) * R2), np.uint8)
+    facc = np.empty((nchunk, TB, R), np.float32)
+    y2f = y2.reshape(-1)
+    nh = y2.shape[1]
+    ydf = yd.reshape(-1)
+    ysf = ys.reshape(-1)
+    nbs = ys.shape[1]
+    scf = sc.reshape(-1)
+    df = d.reshape(-1)
     for c in prange(nchunk):
         buf = qb[c]
-        acc = isub[c, 0]
-        isum = isub[c, 1]
-        corr = isub[c, 2]
+        fc = facc[c]
+        ff = fc.reshape(-1)
         for tl in range(c * per, min(ntile, c * per + per)):
-            facc[c] = 0
-            for b in range(nb):
-                for g in range(64):  # 64 groups of 2 pairs = 256 elements
+            if whole:
+                for g in range(npair // 2):
                     for rc in range(0, R, 16):
-                        unpack6(buf, 2 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 128 * b + 2 * g) * R + rc, R,
-                                qhf, (tl * ngrp + 64 * b + g) * R + rc)
-                db = h2f_block(dbuf[c, 0], d, tl, b)
-                for t in range(T):
-                    isum[:] = 0
-                    corr[:] = 0
-                    for j in range(16):  # sub-blocks of 16 = 8 pairs
-                        set_u8_2(acc, 0, buf, 8 * j * R2, R2, y2[t], 128 * b + 8 * j)  # all R = TILE rows
-                        for q in range(2, 8, 2):
-                            mac_u8_2(acc, 0, buf, (8 * j + q) * R2, R2, y2[t], 128 * b + 8 * j + q)
-                        bs = ys[t, 16 * b + j]
-                        s = sc[tl, 16 * b + j]
-                        for r in range(R):
-                            sr = np.int32(s[r])
-                            isum[r] += sr * acc[r]
-                            corr[r] += sr * bs
-                    dy = yd[t, b]
-                    ft = facc[c, t]
-                    for r in range(R):
-                        ft[r] += (db[r] * dy) * F32(np.int32(isum[r] - 32 * corr[r]))  # stored as q + 32
-            store_tile(out, tl, facc[c])
+                        unpack6(buf, 2 * g * R2 + 2 * rc, R2, q4f, (tl * npair + 2 * g) * R + rc, R, qhf, (tl * ngrp + g) * R + rc)
+            n = min(R, out.shape[1] - tl * R)
+            for t0 in range(0, T, TB):
+                t1 = min(T, t0 + TB)
+                fc[:] = 0
+                for b in range(nb):  # stored as q + 32
+                    if not whole:  # one pass of tokens: a super-block at a time, unpacked into L1
+                        for g in range(64 * b, 64 * b + 64):
+                            for rc in range(0, R, 16):
+                                unpack6(buf, 2 * (g - 64 * b) * R2 + 2 * rc, R2, q4f, (tl * npair + 2 * g) * R + rc, R, qhf,
+                                        (tl * ngrp + g) * R + rc)
+                    tokens_q6_k(ff, buf, 128 * b * R2 if whole else 0, y2f, nh, ydf, ysf, nbs, nb, b, t0, t1, scf,
+                                (tl * nsub + 16 * b) * R, df, (tl * nb + b) * R)
+                for t in range(t0, t1):
+                    for r in range(n):
+                        out[t, tl * R + r] = fc[t - t0, r]
 
 
 SPEC = TypeSpec(

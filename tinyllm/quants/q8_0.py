@@ -16,7 +16,7 @@ from . import act
 from .blocks import F32, NONFINITE, OVERFLOW, as_rows, fp16_field, out_rows, quiet, read_fp16, safe_recip, validate_fp16
 from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .rounding import c_int8, c_int8_np, roundf, roundf_np, row_nonfinite
-from .simd import set_i8_16
+from .simd import acc_tile_sym, row_q8_0, set_i8_16
 from .spec import TypeSpec
 from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, store, store_tile
 from .types import QK8_0, GGMLType
@@ -174,6 +174,18 @@ def mm_avx2(out, q8, d, yq, yd, ys):
     nb = d.shape[1]
     y2 = yq.view(np.int16)
     q8f = q8.reshape(-1)
+    if T == 1:  # decode: a whole tile row per call, its sums kept in registers
+        df = d.reshape(-1)
+        per = max(1, -(-ntile // 16))
+        nchunk = (ntile + per - 1) // per
+        fbuf = np.empty((nchunk, R), np.float32)
+        for c in prange(nchunk):
+            fr = fbuf[c]
+            for tl in range(c * per, min(ntile, c * per + per)):
+                row_q8_0(fr, q8f, tl * npair * R2, df, tl * nb * R, y2[0], yd[0], nb)
+                for r in range(min(R, out.shape[1] - tl * R)):
+                    out[0, tl * R + r] = fr[r]
+        return
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 0)
     for c in prange(nchunk):
         acc = isub[c, 0]
@@ -183,10 +195,7 @@ def mm_avx2(out, q8, d, yq, yd, ys):
                 db = h2f_block(dbuf[c, 0], d, tl, b)
                 for t in range(T):
                     set_i8_16(acc, 0, q8f, (tl * npair + 16 * b) * R2, R2, y2[t], 16 * b)  # all R = TILE rows
-                    dy = yd[t, b]
-                    ft = facc[c, t]
-                    for r in range(R):
-                        ft[r] += F32(acc[r]) * (db[r] * dy)
+                    acc_tile_sym(facc[c, t], acc, db, yd[t, b], db, np.int32(0))
             store_tile(out, tl, facc[c])
 
 

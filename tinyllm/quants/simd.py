@@ -174,6 +174,466 @@ def make_mac_i8(K, G=TILE // 16, store=False):
 set_i8_16 = make_mac_i8(16, store=True)  # a whole Q8_0 block (stored); int32 sums cannot overflow
 
 
+F32T = ir.FloatType()
+V8F32 = ir.VectorType(F32T, 8)
+
+
+def _fmuladd8(builder, a, b, c):
+    """a * b + c on V8F32, always fused (llvm.fma): the decode and prefill kernels of a type
+    round alike, so a token's result does not depend on how many tokens a call has."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F32, [V8F32] * 3), "llvm.fma.v8f32")
+    return builder.call(fn, [a, b, c])
+
+
+def make_acc_tile(mins, R=TILE):
+    """The float step of the block-by-block kernels, in the same rounding as the decode
+    intrinsics (Numba's fastmath loop was free to contract it differently from one compile to
+    the next): for r < R,
+
+      sym:  ft[r] = fma(f32(acc[r] - off), db[r] * dy, ft[r])
+      mins: ft[r] = fma(mb[r], sy, fma(f32(acc[r]), db[r] * dy, ft[r]))"""
+
+    @intrinsic
+    def acc_tile(typingctx, ft, acc, db, dy, mb, sy_or_off):
+        sig = types.void(ft, acc, db, dy, mb, sy_or_off)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            intp = context.get_value_type(types.intp)
+            dyv = _splat(builder, context.cast(builder, args[3], A[3], types.float32), V8F32)
+            if mins:
+                syv = _splat(builder, context.cast(builder, args[5], A[5], types.float32), V8F32)
+            else:
+                offv = _splat(builder, context.cast(builder, args[5], A[5], types.int32), V8I32)
+            for i in range(R // 8):
+                o = ir.Constant(intp, 8 * i)
+
+                def ptr(k, vty):
+                    return _vec_ptr(context, builder, A[k], args[k], o, types.intp, vty)
+
+                a = builder.load(ptr(1, V8I32), align=4)
+                f = builder.sitofp(a if mins else builder.sub(a, offv), V8F32)
+                dd = builder.fmul(builder.load(ptr(2, V8F32), align=4), dyv)
+                v = _fmuladd8(builder, f, dd, builder.load(ptr(0, V8F32), align=4))
+                if mins:
+                    v = _fmuladd8(builder, builder.load(ptr(4, V8F32), align=4), syv, v)
+                builder.store(v, ptr(0, V8F32), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return acc_tile
+
+
+acc_tile_sym, acc_tile_mins = make_acc_tile(False), make_acc_tile(True)
+
+
+def _scales8(context, builder, aty, aval, off):
+    """float32 V8F32 of the 8 fp16 bits at aval[off:off+8] (vcvtph2ps)."""
+    h = builder.load(_vec_ptr(context, builder, aty, aval, off, types.intp, ir.VectorType(I16, 8)), align=2)
+    return builder.fpext(builder.bitcast(h, ir.VectorType(ir.HalfType(), 8)), V8F32)
+
+
+def make_row_q8_0(G=TILE // 16):
+    """Decode (one token) over one whole tile of Q8_0 weights, every block in one loop kept in
+    registers: facc[0:R] = Σ_b f32(Σ_{e in b} w*y) * (d_w * d_y), R = 16G rows.
+
+    q8 flat int8 tiles, the tile at qo ([pair][row][2], 16 pairs a block); d flat fp16 bits,
+    the tile's (nb, R) scales at do; y2 the token's int8 pairs (as int16), yd its block scales.
+    Each 16-byte load is 8 rows x 2 elements: sign-extend, vpmaddwd with the broadcast pair;
+    the int32 block sums never leave registers (the block-by-block kernel stored and reloaded
+    them, and LLVM spilled its 512-bit temporaries)."""
+    R = 16 * G
+    V2I8 = ir.VectorType(I8, 2)
+
+    @intrinsic
+    def row(typingctx, facc, q8, qo, d, do, y2, yd, nb):
+        sig = types.void(facc, q8, qo, d, do, y2, yd, nb)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            madd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V8I32, [V16I16, V16I16]), "llvm.x86.avx2.pmadd.wd")
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [I8.as_pointer(), I32, I32, I32]), "llvm.prefetch.p0i8")
+            intp = context.get_value_type(types.intp)
+            qo = context.cast(builder, args[2], A[2], types.intp)
+            do = context.cast(builder, args[4], A[4], types.intp)
+            nb = context.cast(builder, args[7], A[7], types.intp)
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(V8F32, None)) for _ in range(2 * G)]
+            with cgutils.for_range(builder, nb) as loop:
+                b = loop.index
+                base = builder.add(qo, builder.mul(b, ir.Constant(intp, 16 * 2 * R)))
+                s = [None] * (2 * G)
+                for k in range(16):
+                    yo = builder.add(builder.mul(b, ir.Constant(intp, 16)), ir.Constant(intp, k))
+                    y = builder.load(_vec_ptr(context, builder, A[5], args[5], yo, types.intp, V2I8), align=2)
+                    y32 = builder.bitcast(builder.sext(y, ir.VectorType(I16, 2)), I32)
+                    yv = builder.bitcast(_splat(builder, y32, V8I32), V16I16)
+                    off = builder.add(base, ir.Constant(intp, k * 2 * R))
+                    for line in range(0, 2 * R, 64):
+                        pa = builder.add(off, ir.Constant(intp, PREFETCH_AHEAD + line))
+                        ptr = _vec_ptr(context, builder, A[1], args[1], pa, types.intp, I8)
+                        builder.call(prefetch, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+                    for i in range(2 * G):
+                        og = builder.add(off, ir.Constant(intp, 16 * i))
+                        w = builder.load(_vec_ptr(context, builder, A[1], args[1], og, types.intp, V16I8), align=1)
+                        p = builder.call(madd, [builder.sext(w, V16I16), yv])
+                        s[i] = p if s[i] is None else builder.add(s[i], p)
+                ydp = _vec_ptr(context, builder, A[6], args[6], b, types.intp, F32T)
+                dy = _splat(builder, builder.load(ydp, align=4), V8F32)
+                dbase = builder.add(do, builder.mul(b, ir.Constant(intp, R)))
+                for i in range(2 * G):
+                    dw = _scales8(context, builder, A[3], args[3], builder.add(dbase, ir.Constant(intp, 8 * i)))
+                    acc = builder.load(accs[i])
+                    builder.store(_fmuladd8(builder, builder.sitofp(s[i], V8F32), builder.fmul(dw, dy), acc), accs[i])
+            for i in range(2 * G):
+                ptr = _vec_ptr(context, builder, A[0], args[0], ir.Constant(intp, 8 * i), types.intp, V8F32)
+                builder.store(builder.load(accs[i]), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return row
+
+
+row_q8_0 = make_row_q8_0()
+
+
+
+def _unpack_idx(high):
+    """vpunpck{l,h}bw of (lo, hi) nibbles of 32 rows: [row r: lo, hi] for rows 0-7 and 16-23
+    (high=0) or 8-15 and 24-31 (high=1), as AVX2 interleaves within 128-bit lanes."""
+    idx = []
+    for lane in range(2):
+        for i in range(8):
+            r = 16 * lane + 8 * high + i
+            idx += [r, 32 + r]
+    return ir.Constant(ir.VectorType(I32, 32), idx)
+
+
+def make_row_nibbles(bits, mins, G=TILE // 16):
+    """Decode (one token) over one whole tile of Q4_0 / Q5_0 (mins=False) or Q4_1 / Q5_1
+    (mins=True) weights against Q8_0 / Q8_1 activations, the blocks in one loop kept in registers:
+
+      sym:  facc[r] = Σ_b f32(Σ_e q*y - off*ys_b) * (d_w * d_y)      (q stored + off: 8 or 16)
+      mins: facc[r] = Σ_b f32(Σ_e q*y) * (d_w * d_y) + m_w * s_y
+
+    q4 flat tiles of nibble pairs ([pair][row], the tile at qo), qh the 5th bits ([group of 8
+    elements][row], the tile at ho; unused for 4 bits), d / m fp16 bits ((nb, R) at do),
+    y2 the token's int8 pairs (as int16), yd / ys its block scales and sums.
+    Each 32-byte load is one pair of 32 rows: masked and shifted into (lo, hi) nibbles (and
+    5th bits), interleaved in-lane into [row][lo, hi] bytes for vpmaddubsw without a trip
+    through memory; the lane order (rows 0-7, 16-23 | 8-15, 24-31) is undone per 8 rows."""
+    R = 16 * G
+    chain = 8 if bits == 4 else 4  # pairs summed in int16: 8*2*15*127, 4*2*31*127 < 2^15
+    off = 8 if bits == 4 else 16
+    idx_a, idx_b = _unpack_idx(0), _unpack_idx(1)
+    lo8 = ir.Constant(ir.VectorType(I32, 8), list(range(8)))
+    hi8 = ir.Constant(ir.VectorType(I32, 8), list(range(8, 16)))
+
+    @intrinsic
+    def row(typingctx, facc, q4, qo, qh, ho, d, do, m, y2, yd, ys, nb):
+        sig = types.void(facc, q4, qo, qh, ho, d, do, m, y2, yd, ys, nb)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            maddubs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+            intp = context.get_value_type(types.intp)
+            qo, ho, do, nb = (context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 6, 11))
+
+            def c8(v):
+                return ir.Constant(V32I8, [v] * 32)
+
+            def at(base, b, mul, add):
+                return builder.add(base, builder.add(builder.mul(b, ir.Constant(intp, mul)), ir.Constant(intp, add)))
+
+            def load(i, o, vty, align=1):
+                return builder.load(_vec_ptr(context, builder, A[i], args[i], o, types.intp, vty), align=align)
+
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(V8F32, None)) for _ in range(R // 8)]
+            with cgutils.for_range(builder, nb) as loop:
+                b = loop.index
+                dy = _splat(builder, load(9, b, F32T, 4), V8F32)
+                if mins:
+                    sy = _splat(builder, load(10, b, F32T, 4), V8F32)
+                else:
+                    ysb = load(10, b, I32, 4)
+                    offv = _splat(builder, builder.mul(ysb, ir.Constant(I32, off)), V8I32)
+                yv = [builder.bitcast(_splat(builder, load(8, at(ir.Constant(intp, 0), b, 16, p), I16, 2), V16I16), V32I8)
+                      for p in range(16)]
+                for c in range(R // 32):
+                    isum = [None] * 4  # rows 8j..8j+7 of the chunk
+                    for ch in range(16 // chain):
+                        sa = sb = None
+                        if bits == 5:
+                            h = load(3, at(ho, b, 4 * R, ch * R + 32 * c), V32I8)
+                        for kk in range(chain):
+                            p = ch * chain + kk
+                            x = load(1, at(qo, b, 16 * R, p * R + 32 * c), V32I8)
+                            lo = builder.and_(x, c8(15))
+                            hi = builder.lshr(x, c8(4))
+                            if bits == 5:
+                                lo = builder.or_(lo, builder.shl(builder.and_(builder.lshr(h, c8(2 * kk)), c8(1)), c8(4)))
+                                hi = builder.or_(hi, builder.shl(builder.and_(builder.lshr(h, c8(2 * kk + 1)), c8(1)), c8(4)))
+                            pa = builder.call(maddubs, [builder.shuffle_vector(lo, hi, idx_a), yv[p]])
+                            pb = builder.call(maddubs, [builder.shuffle_vector(lo, hi, idx_b), yv[p]])
+                            sa = pa if sa is None else builder.add(sa, pa)
+                            sb = pb if sb is None else builder.add(sb, pb)
+                        for j, (v, sel) in enumerate(((sa, lo8), (sb, lo8), (sa, hi8), (sb, hi8))):
+                            w = builder.sext(builder.shuffle_vector(v, v, sel), V8I32)
+                            isum[j] = w if isum[j] is None else builder.add(isum[j], w)
+                    for j in range(4):
+                        rs = 4 * c + j
+                        dw = _scales8(context, builder, A[5], args[5], at(do, b, R, 8 * rs))
+                        acc = builder.load(accs[rs])
+                        if mins:
+                            mw = _scales8(context, builder, A[7], args[7], at(do, b, R, 8 * rs))
+                            acc = _fmuladd8(builder, builder.sitofp(isum[j], V8F32), builder.fmul(dw, dy), acc)
+                            new = _fmuladd8(builder, mw, sy, acc)
+                        else:
+                            v = builder.sitofp(builder.sub(isum[j], offv), V8F32)
+                            new = _fmuladd8(builder, v, builder.fmul(dw, dy), acc)
+                        builder.store(new, accs[rs])
+            for i in range(R // 8):
+                ptr = _vec_ptr(context, builder, A[0], args[0], ir.Constant(intp, 8 * i), types.intp, V8F32)
+                builder.store(builder.load(accs[i]), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return row
+
+
+row_q4_0, row_q5_0 = make_row_nibbles(4, False), make_row_nibbles(5, False)
+row_q4_1, row_q5_1 = make_row_nibbles(4, True), make_row_nibbles(5, True)
+
+
+
+def make_tokens_sym(chain, off, G=TILE // 16):
+    """Prefill: one unpacked 32-element block of a tile (qb[qo:]: [pair][row][lo, hi] bytes,
+    16 pairs of 2R bytes) against tokens t0..t1-1, in one loop:
+
+      facc[(t-t0)*R + r] += f32(Σ_e q*y_t - off*ys[t*nb + b]) * (d[do + r] * yd[t*nb + b])
+
+    y2 the tokens' int8 pairs as int16 (T, nh) flat, token t's block b at t*nh + 16b; d the
+    block's fp16 scale bits. The weights stay in L1 across tokens, and a token's sums and
+    scales never leave registers."""
+    R = 16 * G
+
+    @intrinsic
+    def tokens(typingctx, facc, qb, qo, y2, nh, yd, ys, nb, b, t0, t1, d, do):
+        sig = types.void(facc, qb, qo, y2, nh, yd, ys, nb, b, t0, t1, d, do)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            maddubs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+            intp = context.get_value_type(types.intp)
+            qo, nh, nb, b, t0, t1, do = (context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 7, 8, 9, 10, 12))
+
+            def load(i, o, vty, align=1):
+                return builder.load(_vec_ptr(context, builder, A[i], args[i], o, types.intp, vty), align=align)
+
+            dbs = [_scales8(context, builder, A[11], args[11], builder.add(do, ir.Constant(intp, 8 * i))) for i in range(2 * G)]
+            with cgutils.for_range(builder, builder.sub(t1, t0)) as loop:
+                t = builder.add(t0, loop.index)
+                tb = builder.add(builder.mul(t, nb), b)
+                dy = _splat(builder, load(5, tb, F32T, 4), V8F32)
+                offv = _splat(builder, builder.mul(load(6, tb, I32, 4), ir.Constant(I32, off)), V8I32)
+                ybase = builder.add(builder.mul(t, nh), builder.mul(b, ir.Constant(intp, 16)))
+                isum = [None] * (2 * G)
+                for ch in range(16 // chain):
+                    s16 = [None] * G
+                    for kk in range(chain):
+                        p = ch * chain + kk
+                        y = load(3, builder.add(ybase, ir.Constant(intp, p)), I16, 2)
+                        yv = builder.bitcast(_splat(builder, y, V16I16), V32I8)
+                        for g in range(G):
+                            w = load(1, builder.add(qo, ir.Constant(intp, p * 2 * R + 32 * g)), V32I8)
+                            m = builder.call(maddubs, [w, yv])
+                            s16[g] = m if s16[g] is None else builder.add(s16[g], m)
+                    for g in range(G):
+                        for h in range(2):
+                            sel = ir.Constant(ir.VectorType(I32, 8), list(range(8 * h, 8 * h + 8)))
+                            v = builder.sext(builder.shuffle_vector(s16[g], s16[g], sel), V8I32)
+                            i = 2 * g + h
+                            isum[i] = v if isum[i] is None else builder.add(isum[i], v)
+                fo = builder.mul(loop.index, ir.Constant(intp, R))
+                for i in range(2 * G):
+                    ptr = _vec_ptr(context, builder, A[0], args[0], builder.add(fo, ir.Constant(intp, 8 * i)), types.intp, V8F32)
+                    v = builder.sitofp(builder.sub(isum[i], offv), V8F32)
+                    builder.store(_fmuladd8(builder, v, builder.fmul(dbs[i], dy), builder.load(ptr, align=4)), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tokens
+
+
+tokens_q4_0, tokens_q5_0 = make_tokens_sym(8, 8), make_tokens_sym(4, 16)
+
+
+
+def make_tokens_kmin(chain, G=TILE // 16):
+    """Prefill and decode of Q4_K (chain 8) / Q5_K (chain 4) x Q8_K: one unpacked super-block
+    of a tile (qb[qo:]: 128 pairs of 2R bytes, [pair][row][lo, hi]) against tokens t0..t1-1:
+
+      facc[(t-t0)*R + r] = fma(-(dmin*dy), f32(Σ_j m_j*bs_j), fma(d*dy, f32(Σ_j sc_j*isub_j), facc))
+
+    sc / mn the sub-block scale bytes of the super-block ((8, R) at so), d / dmin its fp16
+    scale bits (at do); y2 the tokens' int8 pairs as int16 (T, nh), ys their bsums per 16
+    (T, nbs). Rows go 32 at a time so the sums stay in registers."""
+    R = 16 * G
+    V8I8 = ir.VectorType(I8, 8)
+
+    @intrinsic
+    def tokens(typingctx, facc, qb, qo, y2, nh, yd, ys, nbs, nb, b, t0, t1, sc, mn, so, d, dmin, do):
+        sig = types.void(facc, qb, qo, y2, nh, yd, ys, nbs, nb, b, t0, t1, sc, mn, so, d, dmin, do)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            maddubs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+            intp = context.get_value_type(types.intp)
+            qo, nh, nbs, nb, b, t0, t1, so, do = (
+                context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 7, 8, 9, 10, 11, 14, 17))
+
+            def c(v):
+                return ir.Constant(intp, v)
+
+            def load(i, o, vty, align=1):
+                return builder.load(_vec_ptr(context, builder, A[i], args[i], o, types.intp, vty), align=align)
+
+            with cgutils.for_range(builder, builder.sub(t1, t0)) as loop:
+                t = builder.add(t0, loop.index)
+                dy = _splat(builder, load(5, builder.add(builder.mul(t, nb), b), F32T, 4), V8F32)
+                ybase = builder.add(builder.mul(t, nh), builder.mul(b, c(128)))
+                bsb = builder.add(builder.mul(t, nbs), builder.mul(b, c(16)))
+                bsv = []
+                for j in range(8):
+                    bs = builder.add(load(6, builder.add(bsb, c(2 * j)), I32, 4), load(6, builder.add(bsb, c(2 * j + 1)), I32, 4))
+                    bsv.append(_splat(builder, bs, V8I32))
+                fo = builder.mul(loop.index, c(R))
+                for ck in range(R // 32):
+                    isum = [ir.Constant(V8I32, None)] * 4
+                    for j in range(8):
+                        isub = [None] * 4
+                        for ch in range(16 // chain):
+                            s16 = [None, None]
+                            for kk in range(chain):
+                                p = 16 * j + ch * chain + kk
+                                yv = builder.bitcast(_splat(builder, load(3, builder.add(ybase, c(p)), I16, 2), V16I16), V32I8)
+                                for gg in range(2):
+                                    w = load(1, builder.add(qo, c(p * 2 * R + 64 * ck + 32 * gg)), V32I8)
+                                    m = builder.call(maddubs, [w, yv])
+                                    s16[gg] = m if s16[gg] is None else builder.add(s16[gg], m)
+                            for gg in range(2):
+                                for h in range(2):
+                                    sel = ir.Constant(ir.VectorType(I32, 8), list(range(8 * h, 8 * h + 8)))
+                                    v = builder.sext(builder.shuffle_vector(s16[gg], s16[gg], sel), V8I32)
+                                    i = 2 * gg + h
+                                    isub[i] = v if isub[i] is None else builder.add(isub[i], v)
+                        for i in range(4):
+                            scv = builder.zext(load(12, builder.add(so, c(j * R + 32 * ck + 8 * i)), V8I8), V8I32)
+                            isum[i] = builder.add(isum[i], builder.mul(scv, isub[i]))
+                    for i in range(4):
+                        rs = 4 * ck + i
+                        summ = ir.Constant(V8I32, None)
+                        for j in range(8):
+                            mnv = builder.zext(load(13, builder.add(so, c(j * R + 8 * rs)), V8I8), V8I32)
+                            summ = builder.add(summ, builder.mul(mnv, bsv[j]))
+                        dd = builder.fmul(_scales8(context, builder, A[15], args[15], builder.add(do, c(8 * rs))), dy)
+                        dm = builder.fmul(_scales8(context, builder, A[16], args[16], builder.add(do, c(8 * rs))), dy)
+                        ptr = _vec_ptr(context, builder, A[0], args[0], builder.add(fo, c(8 * rs)), types.intp, V8F32)
+                        v = _fmuladd8(builder, dd, builder.sitofp(isum[i], V8F32), builder.load(ptr, align=4))
+                        v = _fmuladd8(builder, builder.fneg(dm), builder.sitofp(summ, V8F32), v)
+                        builder.store(v, ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tokens
+
+
+tokens_q4_k, tokens_q5_k = make_tokens_kmin(8), make_tokens_kmin(4)
+
+
+
+def make_tokens_q6_k(G=TILE // 16):
+    """Q6_K x Q8_K, as make_tokens_kmin: one unpacked super-block (128 pairs, 6-bit values
+    stored + 32) against tokens t0..t1-1,
+
+      facc[(t-t0)*R + r] = fma(f32(Σ_j sc_j * (isub_j - 32*bs_j)), d*dy, facc)
+
+    over its 16 sub-blocks of 16 (sc int8 (16, R) at so; bs_j = ys[t*nbs + 16b + j]);
+    vpmaddubsw chains of 2 pairs (2*63*127 each fit int16)."""
+    R = 16 * G
+    V8I8 = ir.VectorType(I8, 8)
+
+    @intrinsic
+    def tokens(typingctx, facc, qb, qo, y2, nh, yd, ys, nbs, nb, b, t0, t1, sc, so, d, do):
+        sig = types.void(facc, qb, qo, y2, nh, yd, ys, nbs, nb, b, t0, t1, sc, so, d, do)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            maddubs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+            intp = context.get_value_type(types.intp)
+            qo, nh, nbs, nb, b, t0, t1, so, do = (
+                context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 7, 8, 9, 10, 11, 13, 15))
+
+            def c(v):
+                return ir.Constant(intp, v)
+
+            def load(i, o, vty, align=1):
+                return builder.load(_vec_ptr(context, builder, A[i], args[i], o, types.intp, vty), align=align)
+
+            with cgutils.for_range(builder, builder.sub(t1, t0)) as loop:
+                t = builder.add(t0, loop.index)
+                dy = _splat(builder, load(5, builder.add(builder.mul(t, nb), b), F32T, 4), V8F32)
+                ybase = builder.add(builder.mul(t, nh), builder.mul(b, c(128)))
+                bsb = builder.add(builder.mul(t, nbs), builder.mul(b, c(16)))
+                fo = builder.mul(loop.index, c(R))
+                for ck in range(R // 32):
+                    isum = [ir.Constant(V8I32, None)] * 4
+                    for j in range(16):
+                        b32 = _splat(builder, builder.mul(load(6, builder.add(bsb, c(j)), I32, 4), ir.Constant(I32, 32)), V8I32)
+                        isub = [None] * 4
+                        for ch in range(4):
+                            s16 = [None, None]
+                            for kk in range(2):
+                                p = 8 * j + 2 * ch + kk
+                                yv = builder.bitcast(_splat(builder, load(3, builder.add(ybase, c(p)), I16, 2), V16I16), V32I8)
+                                for gg in range(2):
+                                    w = load(1, builder.add(qo, c(p * 2 * R + 64 * ck + 32 * gg)), V32I8)
+                                    m = builder.call(maddubs, [w, yv])
+                                    s16[gg] = m if s16[gg] is None else builder.add(s16[gg], m)
+                            for gg in range(2):
+                                for h in range(2):
+                                    sel = ir.Constant(ir.VectorType(I32, 8), list(range(8 * h, 8 * h + 8)))
+                                    v = builder.sext(builder.shuffle_vector(s16[gg], s16[gg], sel), V8I32)
+                                    i = 2 * gg + h
+                                    isub[i] = v if isub[i] is None else builder.add(isub[i], v)
+                        for i in range(4):
+                            scv = builder.sext(load(12, builder.add(so, c(j * R + 32 * ck + 8 * i)), V8I8), V8I32)
+                            isum[i] = builder.add(isum[i], builder.mul(scv, builder.sub(isub[i], b32)))
+                    for i in range(4):
+                        rs = 4 * ck + i
+                        dd = builder.fmul(_scales8(context, builder, A[14], args[14], builder.add(do, c(8 * rs))), dy)
+                        ptr = _vec_ptr(context, builder, A[0], args[0], builder.add(fo, c(8 * rs)), types.intp, V8F32)
+                        builder.store(_fmuladd8(builder, builder.sitofp(isum[i], V8F32), dd, builder.load(ptr, align=4)), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tokens
+
+
+tokens_q6_k = make_tokens_q6_k()
+
+
 def make_unpack(bits):
     """Unpack one group of 16 rows into qb: 4 pairs (4-bit, 5-bit) or 2 pairs (6-bit).
 

@@ -28,6 +28,7 @@ from ..jit import jit_fast
 from .fp16 import f16_row_to_f32, widen_f16x16
 
 TILE = 64
+TOKEN_BLOCK = 16  # prefill: tokens per pass over an unpacked tile row (their float sums stay in L1)
 
 
 # -- repacking (NumPy, at load) -----------------------------------------------------------------
