@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import ModelError, UsageError
 from ..jit import touch_marker
 from . import forward as fw
 from . import ops
@@ -31,6 +31,9 @@ class Model:
         half = config.n_rot // 2
         rf = self.weights.rope_freqs if config.arch == "llama" else None
         self.rope_factors = np.ascontiguousarray(rf, np.float32) if rf is not None else np.ones(half, np.float32)
+        if not (np.isfinite(self.rope_factors).all() and (self.rope_factors > 0).all()):
+            raise ModelError(f"{self.path}: tensor rope_freqs.weight holds values that are not finite and > 0 "
+                             f"(it divides the RoPE frequencies)")
         self.no_norm = np.ones(config.head_dim, np.float32)
         self.gelu_table = ops.gelu_fp16_table() if config.arch == "gemma3" else np.zeros(1, np.float32)
         self._decode = fw.Scratch(config, 1)
@@ -133,7 +136,21 @@ class Model:
         self.kv.check_room(len(tokens))
         if self.compile_seconds is None:
             self.warmup()
-        return self._forward(tokens.astype(np.int32), all_logits)
+        pos0 = self.kv.n_past
+        logits = self._forward(tokens.astype(np.int32), all_logits)
+        # NaN/Inf would reach the sampler as a silent garbage token (or an IndexError); a sum
+        # in float64 is NaN/Inf exactly when some logit is, and costs one pass over V floats.
+        if not np.isfinite(logits.sum(dtype=np.float64)):
+            bad = int((~np.isfinite(logits)).sum())
+            raise ModelError(self._nonfinite_message(f"{bad} of {logits.size} logits", pos0))
+        return logits
+
+    def _nonfinite_message(self, what: str, pos0: int) -> str:
+        """One line for a forward pass that met NaN/Inf (the float tensors are checked at load)."""
+        c = self.config
+        return (f"{self.path}: NaN/Inf in {what} at position {pos0}: the weights hold NaN/Inf or huge values, "
+                f"or metadata is out of range (freq_base {c.rope_base:g}, eps {c.norm_eps:g}, "
+                f"attention scale {c.attn_scale:g}, softcap {c.final_logit_softcap:g})")
 
     def _forward(self, tokens: np.ndarray, all_logits: bool) -> np.ndarray:
         step = self.kv.max_ubatch
@@ -145,6 +162,9 @@ class Model:
             pos0 = self.kv.n_past
             fw.embed(self, buf, chunk)
             fw.forward_layers(self, buf, pos0)
+            # int8 activations turn NaN into garbage, so the logits alone may look finite
+            if not np.isfinite(buf.x.sum(dtype=np.float64)):
+                raise ModelError(self._nonfinite_message("the last hidden state", pos0))
             self.kv.n_past = pos0 + T
             if all_logits:
                 outs.append(fw.output_logits(self, buf.x))
