@@ -106,7 +106,8 @@ class Doc:
                        tensor_meta=meta)
 
     def copy(self) -> "Doc":
-        return replace(self, kvs=[replace(k) for k in self.kvs], tensors=[replace(t, ne=list(t.ne)) for t in self.tensors])
+        kvs = [replace(k, value=list(k.value) if isinstance(k.value, list) else k.value) for k in self.kvs]
+        return replace(self, kvs=kvs, tensors=[replace(t, ne=list(t.ne)) for t in self.tensors])
 
     def find(self, key: str) -> KV | None:
         return next((k for k in self.kvs if k.key == key), None)
@@ -149,6 +150,8 @@ def _scalar(vtype: int, v) -> bytes:
     if vtype == VT.STRING:
         return _string(str(v))
     fmt = _FMT[VT(vtype)]
+    if not isinstance(v, (int, float)):  # a str element re-encoded as a number
+        v = 0
     if vtype in _FLOAT_TYPES:
         try:
             return struct.pack("<" + fmt, float(v))
