@@ -346,6 +346,45 @@ def m_array_elements(doc, rng):
     return f"{k.key}[{i}] := {_short(k.value[i])}"
 
 
+def m_vocab(doc, rng):
+    """Well-formed but hostile vocabularies: duplicate token texts, merges of random or unknown
+    tokens, duplicate merges, specials of another type."""
+    tokens = doc.find("tokenizer.ggml.tokens")
+    if tokens is None or tokens.vtype != VT.ARRAY or tokens.etype != VT.STRING or len(tokens.value) < 2:
+        return m_array_elements(doc, rng)
+    tok = tokens.value
+    op = rng.choice(("dup_token", "merge_random", "merge_unknown", "dup_merge", "type_of", "empty_token"))
+    if op == "dup_token":
+        i, j = rng.randrange(len(tok)), rng.randrange(len(tok))
+        tok[i] = tok[j]
+        return f"tokens[{i}] := tokens[{j}] {_short(tok[j])}"
+    if op == "empty_token":
+        i = rng.randrange(len(tok))
+        tok[i] = ""
+        return f"tokens[{i}] := ''"
+    if op == "type_of":
+        types = doc.find("tokenizer.ggml.token_type")
+        if types is None or types.vtype != VT.ARRAY or not types.value:
+            return m_array_elements(doc, rng)
+        types.value = list(types.value)
+        i = rng.randrange(min(len(types.value), 8) if rng.random() < 0.5 else len(types.value))
+        types.value[i] = rng.choice((1, 2, 3, 4, 5, 6))
+        return f"token_type[{i}] := {types.value[i]}"
+    merges = doc.find("tokenizer.ggml.merges")
+    if merges is None or merges.vtype != VT.ARRAY or merges.etype != VT.STRING:
+        merges = KV("tokenizer.ggml.merges", VT.ARRAY, [], VT.STRING)
+        doc.kvs.append(merges)
+    merges.value = list(merges.value)
+    if op == "merge_random":
+        m = f"{rng.choice(tok)} {rng.choice(tok)}"
+    elif op == "merge_unknown":
+        m = rng.choice(("zz qq", "\u0120 \u0120", "\udcff \udcfe", "<s> </s>", "a  b", " a", "a ", "\u00e9 \u00e9"))
+    else:
+        m = rng.choice(merges.value) if merges.value else "a b"
+    merges.value.insert(rng.randrange(len(merges.value) + 1), m)
+    return f"merge {_short(m)} added"
+
+
 def m_drop_kv(doc, rng):
     k = _pick_kv(doc, rng, _arch_kvs)
     doc.kvs.remove(k)
@@ -450,6 +489,25 @@ def m_tensor_type(doc, rng):
     return f"type of {t.name} := {t.type}"
 
 
+def m_tensor_type_same_size(doc, rng):
+    """A type whose blocks have the same size (F16/BF16, Q4_0/IQ4_NL, Q3_K/IQ3_S, ...): the
+    file stays consistent and the kernels read the blocks as the other type."""
+    by_size = {}
+    for t, (blck, size) in BLOCK_SIZES.items():
+        by_size.setdefault(size / blck, []).append(int(t))
+
+    def per_weight(t):
+        blck, size = BLOCK_SIZES.get(GGMLType(t), (1, 0)) if t in GGMLType._value2member_map_ else (1, 0)
+        return size / blck
+
+    pool = [t for t in doc.tensors if len(by_size.get(per_weight(t.type), [])) > 1]
+    if not pool:
+        return m_tensor_type(doc, rng)
+    t = rng.choice(pool)
+    t.type = rng.choice([x for x in by_size[per_weight(t.type)] if x != t.type])
+    return f"type of {t.name} := {GGMLType(t.type).name} (same size)"
+
+
 def m_tensor_offset(doc, rng):
     if not doc.tensors:
         return m_header_count(doc, rng)
@@ -484,7 +542,12 @@ def m_tensor_data(doc, rng):
     name = rng.choice(sorted(doc.tensor_meta))
     ttype, ne, off, nbytes = doc.tensor_meta[name]
     data = bytearray(doc.data)
-    what = rng.choice(("nan", "inf", "huge", "zero"))
+    what = rng.choice(("nan", "inf", "huge", "zero", "random"))
+    if what == "random":
+        r = random.Random(rng.getrandbits(32))
+        data[off : off + nbytes] = bytes(r.getrandbits(8) for _ in range(nbytes))
+        doc.data = bytes(data)
+        return f"data of {name} := random bytes"
     if ttype == GGMLType.F32:
         v = {"nan": math.nan, "inf": math.inf, "huge": 3e38, "zero": 0.0}[what]
         fill = struct.pack("<f", v)
@@ -505,9 +568,10 @@ MUTATIONS = {  # name -> (function, weight)
     "header_count": (m_header_count, 3), "version": (m_version, 1), "magic": (m_magic, 1),
     "string_len": (m_string_len, 6), "type_code": (m_type_code, 5), "wrong_type": (m_wrong_type, 12),
     "special_number": (m_special_number, 16), "array_count": (m_array_count, 4),
-    "array_elements": (m_array_elements, 10), "drop_kv": (m_drop_kv, 5), "duplicate_kv": (m_duplicate_kv, 2),
+    "array_elements": (m_array_elements, 10), "vocab": (m_vocab, 8), "drop_kv": (m_drop_kv, 5), "duplicate_kv": (m_duplicate_kv, 2),
     "add_kv": (m_add_kv, 10), "alignment": (m_alignment, 4), "tokenizer_value": (m_tokenizer_value, 4),
     "token_id": (m_token_id, 4), "tensor_dims": (m_tensor_dims, 6), "tensor_type": (m_tensor_type, 4),
+    "tensor_type_same_size": (m_tensor_type_same_size, 4),
     "tensor_offset": (m_tensor_offset, 3), "tensor_name": (m_tensor_name, 3), "tensor_data": (m_tensor_data, 5),
 }
 BYTE_MUTATIONS = ("truncate", "flip", "append")

@@ -29,6 +29,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 MAX_MESSAGE = 300
 # (arch, weight type, make_tiny_model overrides): every supported arch, block and float weights
@@ -38,12 +40,38 @@ PROMPT = "Hello world é 🙂\n<s>"
 
 
 def build_bases(directory) -> list[Path]:
-    """The base models, made by the tests' own helper (tinyllm quantizes and writes them)."""
+    """The base models, made by the tests' own helper (tinyllm quantizes and writes them), and
+    one with a byte-level BPE vocabulary (gpt2, pre-tokenizer llama3) instead of the SPM one."""
     try:
         from tests.tinymodels import make_tiny_model
     except ImportError:  # run by pytest from tests/
         from tinymodels import make_tiny_model
-    return [make_tiny_model(directory, arch=a, wtype=w, **o) for a, w, o in BASES]
+    paths = [make_tiny_model(directory, arch=a, wtype=w, **o) for a, w, o in BASES]
+    bpe = Path(directory) / "tiny-llama-bpe.gguf"
+    if not bpe.exists():
+        _write_bpe_variant(paths[0], bpe)
+    return paths + [bpe]
+
+
+def _write_bpe_variant(src: Path, dst: Path) -> None:
+    from tinyllm.gguf_io import GGUFFile, write_gguf
+    from tinyllm.tokenizer.bpe import BYTE_CHARS
+
+    with GGUFFile(src) as g:
+        n = len(g.metadata["tokenizer.ggml.tokens"])
+        merges = ["Ġ t", "h e", "Ġt he", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "Ġwor l", "Ġworl d", "Ã ©"]
+        tokens = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"] + list(BYTE_CHARS)
+        tokens += [m.replace(" ", "") for m in merges if m.replace(" ", "") not in tokens]
+        tokens += [f"<|reserved_{i}|>" for i in range(n - len(tokens))]
+        types = np.array([3, 3, 3] + [1] * (n - 3), np.int32)
+        md = {k: v for k, v in g.metadata.items() if not k.startswith("tokenizer.")}
+        md.update({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "llama3", "tokenizer.ggml.tokens": tokens,
+                   "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": merges,
+                   "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 1,
+                   "tokenizer.ggml.eot_token_id": 2})
+        vt = {k: g.value_types[k] for k in md if k in g.value_types}
+        write_gguf(dst, md, [(t.name, t.type, t.shape, np.asarray(t.data)) for t in g.tensors.values()],
+                   value_types=vt)
 
 
 def case(docs, seed: int) -> tuple[int, bytes, list[str]]:
@@ -67,7 +95,9 @@ def target(path: str) -> None:
 
     with GGUFFile(path) as g:
         describe(g)
-    with load(path, n_ctx=256, threads=1) as model:
+    with load(path, threads=1) as model:
+        model.kv.report()
+        model.tokenizer.describe()
         generate(model, PROMPT, max_tokens=3, params=SamplingParams(seed=7)).read()
         model.reset()
         generate(model, PROMPT, max_tokens=2, params=SamplingParams(temperature=0.0)).read()
