@@ -214,13 +214,19 @@ def corrupt_scales(doc: Doc, name: str, bits: int) -> Doc:
     return doc
 
 
-@pytest.mark.parametrize("name", ["output.weight", "blk.0.ffn_down.weight"])
-def test_nan_weights_fail_the_first_forward(tmp_path, base, name):
+@pytest.mark.parametrize("name, match", [
+    ("output.weight", r"NaN/Inf in (\d+) of \1 logits at position 0: the weights hold NaN/Inf"),
+    ("blk.1.ffn_down.weight", "NaN/Inf in the last hidden state at position 0: the weights hold NaN/Inf"),
+    # int8 activations would make these NaN finite garbage: the first pass checks each matmul input
+    ("blk.0.attn_q.weight", "NaN/Inf in the input of blk.0.attn_output.weight in the first forward pass"),
+    ("blk.1.ffn_up.weight", "NaN/Inf in the input of blk.1.ffn_down.weight in the first forward pass"),
+])
+def test_nan_weights_fail_the_first_forward(tmp_path, base, name, match):
     path = write(tmp_path, corrupt_scales(base, name, 0x7E00))  # fp16 NaN
     with load(path, n_ctx=256) as model:
-        with pytest.raises(ModelError, match="NaN/Inf in .* at position 0: the weights hold NaN/Inf") as e:
+        with pytest.raises(ModelError, match=match) as e:
             generate(model, "Hello", max_tokens=2, params=SamplingParams(temperature=0.0)).read()
-    assert len(f"tinyllm: error: {e.value}") <= MAX_LINE and "freq_base 10000" in str(e.value)
+    assert len(f"tinyllm: error: {e.value}") <= MAX_LINE
 
 
 def test_show_escapes_and_truncates():

@@ -107,9 +107,12 @@ class Model:
             notice.flush()
         runs = []
         try:
-            for _ in range(2):
+            for i in range(2):
                 t0 = time.perf_counter()
-                self._forward(np.zeros(2, np.int32), False)
+                if i == 0:
+                    self._watched_forward(np.zeros(2, np.int32))
+                else:
+                    self._forward(np.zeros(2, np.int32), False)
                 self._forward(np.zeros(1, np.int32), False)
                 runs.append(time.perf_counter() - t0)
                 self.kv.reset()
@@ -144,6 +147,30 @@ class Model:
             bad = int((~np.isfinite(logits)).sum())
             raise ModelError(self._nonfinite_message(f"{bad} of {logits.size} logits", pos0))
         return logits
+
+    def _watched_forward(self, tokens: np.ndarray):
+        """The model's first forward pass, with the input of every matmul checked for NaN/Inf:
+        the int8 activations of the next matmul would turn them into finite garbage (NaN block
+        scales in attn_q give a model that runs and answers nonsense), so this is where a
+        corrupt tensor shows. Later passes check only the last hidden state and the logits."""
+        def check(name, x):
+            if not np.isfinite(x.sum(dtype=np.float64)):
+                c = self.config
+                raise ModelError(
+                    f"{self.path}: NaN/Inf in the input of {name} in the first forward pass: the tensors "
+                    f"before it hold NaN/Inf or huge values, or metadata is out of range (eps {c.norm_eps:g}, "
+                    f"attention scale {c.attn_scale:g})"
+                )
+
+        try:
+            watch = fw.observe_matmuls(self, check)
+            watch.__enter__()
+        except UsageError:  # already observed (imatrix): run unwatched
+            return self._forward(tokens, False)
+        try:
+            return self._forward(tokens, False)
+        finally:
+            watch.__exit__(None, None, None)
 
     def _nonfinite_message(self, what: str, pos0: int) -> str:
         """One line for a forward pass that met NaN/Inf (the float tensors are checked at load)."""
