@@ -249,3 +249,18 @@ def test_cli_prints_one_line(tmp_path, base):
     r = subprocess.run([*run, "info", str(path)], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "runs in tinyllm = no: " in r.stdout and "llama.block_count = 2147483648" in r.stdout
+
+
+def test_merge_whose_result_is_not_a_token_does_not_panic(tmp_path, capfd):
+    # HF tokenizers' BPE builder panics (a Rust backtrace on stderr) on this merge
+    bpe = tmp_path / "bpe.gguf"
+    harness._write_bpe_variant(make_tiny_model(tmp_path, arch="llama"), bpe)
+    doc = Doc.parse(bpe)
+    doc.find("tokenizer.ggml.merges").value.insert(3, "<|reserved_11|> <|reserved_111|>")
+    path = write(tmp_path, doc)
+    from tinyllm.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_gguf(path)
+    assert tok._engine._hf is None  # merge_word instead
+    assert tok.decode(tok.encode("Hello world", add_bos=False)) == "Hello world"
+    assert capfd.readouterr().err == ""

@@ -149,6 +149,11 @@ def worker_main(base_dir: str, mem_mb: int) -> int:
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing the library might print can garble the protocol
     tmp = tempfile.mkdtemp(prefix="tinyllm-fuzz-")
+    # Library code never prints: whatever reaches fd 2 during a case (a Rust panic's report,
+    # a C library's complaint) is what a CLI user would see, so it fails the case.
+    err = open(os.path.join(tmp, "stderr"), "w+b")
+    sys.stderr.flush()
+    os.dup2(err.fileno(), 2)
     out.write("@@ready\n")
     out.flush()
     for line in sys.stdin:
@@ -169,6 +174,13 @@ def worker_main(base_dir: str, mem_mb: int) -> int:
                 exc = e
         outcome, detail = classify(exc, list(caught))
         del exc
+        sys.stderr.flush()
+        if outcome != "failure" and os.fstat(err.fileno()).st_size:
+            err.seek(0)
+            first = err.read(300).decode("utf-8", "replace").strip().splitlines()
+            outcome, detail = "failure", f"stderr output: {first[0][:200] if first else ''!r}"
+        err.seek(0)
+        err.truncate()
         try:
             os.unlink(path)
         except OSError:
