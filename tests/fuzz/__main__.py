@@ -5,7 +5,8 @@ summary and every failing case with its seed; exit status 1 when a case fails.
 
     python -m tests.fuzz                      # the CI sample: 500 cases from seed 0
     python -m tests.fuzz --cases 100000       # the full run
-    python -m tests.fuzz --seed 1234 --cases 1 -v   # one case again, with its mutations
+    python -m tests.fuzz --seed 1234 --cases 1      # one case again
+    python -m tests.fuzz --cli --cases 50     # through `tinyllm info` / `tinyllm run` subprocesses
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds a case may take before it counts as a hang")
     p.add_argument("--mem-mb", type=int, default=2048, help="address space a worker may add to its start-up size")
-    p.add_argument("-v", "--verbose", action="store_true", help="print the mutations of every case as it ends")
+    p.add_argument("--cli", action="store_true", help="run each case as `tinyllm info` and `tinyllm run` subprocesses")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--bases", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -33,8 +34,9 @@ def main(argv=None) -> int:
         if res.cases % 500 == 0:
             print(f"... {res.cases} cases, {res.n_failures} failures", file=sys.stderr, flush=True)
 
-    res = harness.run(range(args.seed, args.seed + args.cases), jobs=args.jobs, timeout=args.timeout,
-                      mem_mb=args.mem_mb, progress=progress)
+    runner = harness.run_cli if args.cli else harness.run
+    res = runner(range(args.seed, args.seed + args.cases), jobs=args.jobs, timeout=args.timeout,
+                 mem_mb=args.mem_mb, progress=progress)
     print(harness.summary(res))
     return 1 if res.n_failures else 0
 

@@ -336,6 +336,70 @@ def run(seeds, *, jobs: int = 2, timeout: float = 30.0, mem_mb: int = 2048, prog
     return res
 
 
+def run_cli(seeds, *, jobs: int = 2, timeout: float = 120.0, mem_mb: int = 2048, progress=None) -> Result:
+    """The same cases through the real command line, one `tinyllm info` and one `tinyllm run`
+    subprocess each (RLIMIT_AS and a time limit on each): slower (the imports), for checking
+    that what the in-process worker classifies is what a user sees."""
+    import concurrent.futures as cf
+
+    from .gguf_mutator import Doc
+
+    t0 = time.monotonic()
+    res = Result()
+    lock = threading.Lock()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TINYLLM_COMPILE_AHEAD": "0"}
+
+    def limit():  # a CLI process starts at about 1 GiB of address space (numba, llvmlite)
+        if mem_mb > 0:
+            n = (mem_mb + 2048) * 2**20
+            resource.setrlimit(resource.RLIMIT_AS, (n, n))
+
+    with tempfile.TemporaryDirectory(prefix="tinyllm-fuzz-cli-") as tmp:
+        docs = [Doc.parse(p) for p in build_bases(tmp)]
+
+        def one(seed):
+            _, data, notes = case(docs, seed)
+            path = os.path.join(tmp, f"case-{seed}.gguf")
+            with open(path, "wb") as f:
+                f.write(data)
+            outcome, detail = "success", ""
+            for args in (["info", path], ["run", "-m", path, "-p", PROMPT, "-n", "3", "--seed", "7"]):
+                try:
+                    r = subprocess.run([sys.executable, "-m", "tinyllm", *args], capture_output=True, env=env,
+                                       timeout=timeout, preexec_fn=limit, cwd=tmp)
+                except subprocess.TimeoutExpired:
+                    outcome, detail = "hang", f"{args[0]}: no exit in {timeout:.0f} s"
+                    break
+                err = r.stderr.decode("utf-8", "replace")
+                if r.returncode < 0:
+                    outcome, detail = "crash", f"{args[0]}: signal {-r.returncode}"
+                    break
+                if r.returncode == 1:
+                    line = err.rstrip("\n")
+                    if "\n" in line or not line.startswith("tinyllm: error: ") or len(line) > MAX_MESSAGE:
+                        outcome, detail = "failure", f"{args[0]}: stderr {err[-300:]!r}"
+                        break
+                    outcome, detail = "error", line
+                    break  # what info reported, run would too
+                if r.returncode != 0:
+                    outcome, detail = "failure", f"{args[0]}: exit {r.returncode}: {err[-300:]!r}"
+                    break
+            os.unlink(path)
+            with lock:
+                res.cases += 1
+                res.counts[outcome] = res.counts.get(outcome, 0) + 1
+                if outcome in ("crash", "hang", "failure"):
+                    res.failures.append((seed, f"{outcome}: {detail}", notes))
+                if progress:
+                    progress(res)
+
+        with cf.ThreadPoolExecutor(max(1, jobs)) as ex:
+            list(ex.map(one, seeds))
+    res.failures.sort()
+    res.seconds = time.monotonic() - t0
+    return res
+
+
 def _guard(fn, res):
     def wrapped():
         try:
