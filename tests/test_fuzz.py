@@ -264,3 +264,23 @@ def test_merge_whose_result_is_not_a_token_does_not_panic(tmp_path, capfd):
     assert tok._engine._hf is None  # merge_word instead
     assert tok.decode(tok.encode("Hello world", add_bos=False)) == "Hello world"
     assert capfd.readouterr().err == ""
+
+
+def test_nul_token_is_hidden_from_sentencepiece_silently(tmp_path, base, capfd):
+    # sentencepiece would make it UNUSED too, but tell stderr so through its C++ logger
+    doc = base.copy()
+    doc.find("tokenizer.ggml.tokens").value[-1] = "\x00"
+    from tinyllm.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_gguf(write(tmp_path, doc))
+    assert tok.decode(tok.encode("Hello a\x00b", add_bos=False)) == "Hello a\x00b"  # the byte token
+    assert capfd.readouterr().err == ""
+
+
+def test_tiny_softcap_gives_no_warning(tmp_path, base):
+    import warnings
+
+    doc = set_kv(base, "llama.final_logit_softcapping", VT.FLOAT32, 1e-45)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        harness.target(str(write(tmp_path, doc)))
