@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import TinyLLMError, UsageError
+from .errors import TinyLLMError, UsageError, show
 from .quants.types import GGMLType
 
 # llama.cpp's llama_model_ftype_name
@@ -49,6 +49,8 @@ FTYPE_NAMES = {
 def ftype_name(file_type) -> str:
     if file_type is None:
         return "unknown"
+    if isinstance(file_type, (bool, np.bool_)) or not isinstance(file_type, (int, np.integer)):
+        return f"not a file type: {show(file_type)}"  # a corrupt file's value, quoted short
     return FTYPE_NAMES.get(int(file_type), f"file type {int(file_type)}")
 
 
@@ -74,6 +76,11 @@ class ModelSummary:
     weight_bytes_per_token: int  # bytes of weight matrices read to decode one token
 
 
+def _plain(text: str) -> str:
+    """A metadata string as it is when short and printable, else quoted by errors.show."""
+    return text if text.isprintable() and len(text) <= 60 else show(text)
+
+
 def summarize(gguf) -> ModelSummary:
     """Model column, size and parameter count from a GGUFFile, as llama.cpp computes them."""
     tensors = list(gguf.tensors.values())
@@ -90,8 +97,10 @@ def summarize(gguf) -> ModelSummary:
         else:
             per_token += int(t.nbytes)
     md = gguf.metadata
-    label = md.get("general.size_label") or param_label(n_params)
-    desc = f"{gguf.arch or 'unknown'} {label} {ftype_name(md.get('general.file_type'))}"
+    label = md.get("general.size_label")
+    label = _plain(label) if isinstance(label, str) and label else param_label(n_params)
+    arch = _plain(gguf.arch) if isinstance(gguf.arch, str) and gguf.arch else "unknown"
+    desc = f"{arch} {label} {ftype_name(md.get('general.file_type'))}"
     return ModelSummary(desc=desc, size=size, n_params=n_params, weight_bytes_per_token=per_token)
 
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .errors import GGUFError
+from .errors import GGUFError, show
 from .quants.types import BLOCK_SIZES, GGMLType
 
 GGUF_MAGIC = b"GGUF"
@@ -83,6 +83,20 @@ _STRUCTS = {
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
+
+
+def _id_ranges(ids) -> str:
+    """[0, 1, 2, 3, 6, 7] -> '0-3, 6-7' (GGMLType's ids, for a short message)."""
+    ids, out = sorted(ids), []
+    for i in ids:
+        if out and out[-1][1] == i - 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in out)
+
+
+_KNOWN_TYPE_IDS = _id_ranges(int(t) for t in GGMLType)
 _FLOAT_ARRAY_DTYPES = {GGMLType.F32: np.float32, GGMLType.F16: np.float16, GGMLType.BF16: np.uint16}
 
 
@@ -194,7 +208,7 @@ class _Cursor:
                 pos += 8
                 starts[i] = pos
                 pos += unpack(buf, pos - 8)[0]
-        except struct.error:
+        except (struct.error, OverflowError):  # OverflowError: a length past 2**63
             pos = self.size + 1
         if pos > self.size:
             self._string_array_overrun(count, what)
@@ -355,17 +369,17 @@ class GGUFFile:
         for i in range(n_kv):
             key = c.string(f"key of metadata entry {i}")
             if key in self.metadata:
-                c.fail(f"duplicate metadata key {key!r}")
-            vtype = self._value_type(c, c.u32(f"type of {key!r}"), key)
+                c.fail(f"duplicate metadata key {show(key)}")
+            vtype = self._value_type(c, c.u32(f"type of {show(key)}"), key)
             if vtype == GGUFValueType.ARRAY:
-                etype = self._value_type(c, c.u32(f"element type of {key!r}"), key)
-                count = c.u64(f"element count of {key!r}")
+                etype = self._value_type(c, c.u32(f"element type of {show(key)}"), key)
+                count = c.u64(f"element count of {show(key)}")
                 if etype == GGUFValueType.ARRAY:
-                    c.fail(f"metadata {key!r} is a nested array, which is not supported")
+                    c.fail(f"metadata {show(key)} is a nested array, which is not supported")
                 min_size = 8 if etype == GGUFValueType.STRING else _NP_DTYPES[etype].itemsize
                 if count * min_size > size - c.pos:
                     c.fail(
-                        f"truncated or corrupt header: metadata {key!r} claims {count} elements of "
+                        f"truncated or corrupt header: metadata {show(key)} claims {count} elements of "
                         f"{etype.name}, more than the {size - c.pos} bytes left in the file"
                     )
                 if etype == GGUFValueType.STRING:
@@ -374,7 +388,7 @@ class GGUFFile:
                     value = c.array(_NP_DTYPES[etype], count, key)
                 self.value_types[key] = (vtype, etype)
             else:
-                value = c.scalar(vtype, f"value of {key!r}")
+                value = c.scalar(vtype, f"value of {show(key)}")
                 self.value_types[key] = (vtype, None)
             self.metadata[key] = value
 
@@ -382,18 +396,18 @@ class GGUFFile:
         if "general.alignment" in self.metadata:
             a = self.metadata["general.alignment"]
             if self.value_types["general.alignment"][0] != GGUFValueType.UINT32 or a <= 0 or a & (a - 1):
-                c.fail(f"general.alignment must be a uint32 power of two, got {a!r}")
+                c.fail(f"general.alignment must be a uint32 power of two, got {show(a)}")
             self.alignment = a
 
         infos = []
         for i in range(n_tensors):
             name = c.string(f"name of tensor {i}")
-            n_dims = c.u32(f"n_dims of tensor {name!r}")
+            n_dims = c.u32(f"n_dims of tensor {show(name)}")
             if n_dims > MAX_DIMS:
-                c.fail(f"tensor {name!r} has {n_dims} dimensions (at most {MAX_DIMS} supported)")
-            ne = tuple(c.u64(f"dims of tensor {name!r}") for _ in range(n_dims))
-            type_id = c.u32(f"type of tensor {name!r}")
-            offset = c.u64(f"offset of tensor {name!r}")
+                c.fail(f"tensor {show(name)} has {n_dims} dimensions (at most {MAX_DIMS} supported)")
+            ne = tuple(c.u64(f"dims of tensor {show(name)}") for _ in range(n_dims))
+            type_id = c.u32(f"type of tensor {show(name)}")
+            offset = c.u64(f"offset of tensor {show(name)}")
             infos.append((name, ne, type_id, offset))
         self.data_offset = _align(c.pos, self.alignment) if n_tensors else c.pos
 
@@ -401,43 +415,50 @@ class GGUFFile:
         expected = 0
         for name, ne, type_id, offset in infos:
             if name in self.tensors:
-                c.fail(f"duplicate tensor name {name!r}")
+                c.fail(f"duplicate tensor name {show(name)}")
             try:
                 ttype = GGMLType(type_id)
             except ValueError:
-                known = ", ".join(f"{t.name}={t.value}" for t in GGMLType)
-                c.fail(f"tensor {name!r} has unknown or unsupported ggml type id {type_id} (supported: {known})")
+                c.fail(f"tensor {show(name)} has unknown or unsupported ggml type id {type_id} (known: {_KNOWN_TYPE_IDS})")
             blck = BLOCK_SIZES[ttype][0]
             row = ne[0] if ne else 1
             if row % blck:
                 c.fail(
-                    f"tensor {name!r} of type {ttype.name} has row length ne[0]={row}, "
+                    f"tensor {show(name)} of type {ttype.name} has row length ne[0]={row}, "
                     f"not a multiple of the block size {blck}"
                 )
             if any(d >= 1 << 62 for d in ne) or math.prod(ne) >= 1 << 62:
-                c.fail(f"tensor {name!r} has absurd dimensions {list(ne)}")
+                c.fail(f"tensor {show(name)} has absurd dimensions {list(ne)}")
             nbytes = tensor_nbytes(ttype, ne)
             if offset != expected:
                 c.fail(
-                    f"tensor {name!r} has data offset {offset}, expected {expected} "
+                    f"tensor {show(name)} has data offset {offset}, expected {expected} "
                     f"(offsets must be the running sum of sizes padded to {self.alignment})"
                 )
             start = self.data_offset + offset
             if nbytes and start >= size:
-                c.fail(f"tensor {name!r} starts at byte {start}, past the end of the file ({size} bytes)")
+                c.fail(f"tensor {show(name)} starts at byte {start}, past the end of the file ({size} bytes)")
             if start + nbytes > size:
                 c.fail(
-                    f"truncated tensor data: tensor {name!r} needs bytes {start}..{start + nbytes} "
+                    f"truncated tensor data: tensor {show(name)} needs bytes {start}..{start + nbytes} "
                     f"but the file has only {size} bytes"
                 )
             self.tensors[name] = TensorInfo(name, ttype, ne, start, nbytes, self)
             expected = _align(offset + nbytes, self.alignment)
+        if infos and size - (self.data_offset + expected) >= self.alignment:
+            # Writers pad the data to the alignment and stop: more bytes after the last tensor
+            # mean the data was laid out with another alignment (or offsets), and reading it
+            # as declared would read shifted bytes.
+            c.fail(
+                f"the tensor data ends at byte {self.data_offset + expected} but the file has {size} bytes; "
+                f"general.alignment {self.alignment} does not match how the data was written"
+            )
 
     def _value_type(self, c: _Cursor, code: int, key: str) -> GGUFValueType:
         try:
             return GGUFValueType(code)
         except ValueError:
-            c.fail(f"metadata {key!r} has unknown value type {code} (known: 0..12)")
+            c.fail(f"metadata {show(key)} has unknown value type {code} (known: 0..12)")
 
     # -- access -------------------------------------------------------------------------------
 
@@ -482,7 +503,7 @@ def _infer_scalar_type(value, key: str) -> GGUFValueType:
     if isinstance(value, np.generic):
         vt = _NP_TO_VALUE_TYPE.get(value.dtype.newbyteorder("<") if value.dtype.itemsize > 1 else value.dtype)
         if vt is None:
-            raise GGUFError(f"metadata {key!r}: unsupported numpy type {value.dtype}")
+            raise GGUFError(f"metadata {show(key)}: unsupported numpy type {value.dtype}")
         return vt
     if isinstance(value, int):
         # llama.cpp reads counts and token ids as uint32, so that is the default for ints
@@ -494,12 +515,12 @@ def _infer_scalar_type(value, key: str) -> GGUFValueType:
             return GGUFValueType.UINT64
         if -(1 << 63) <= value < 0:
             return GGUFValueType.INT64
-        raise GGUFError(f"metadata {key!r}: integer {value} does not fit 64 bits")
+        raise GGUFError(f"metadata {show(key)}: integer {value} does not fit 64 bits")
     if isinstance(value, float):
         return GGUFValueType.FLOAT32
     if isinstance(value, str):
         return GGUFValueType.STRING
-    raise GGUFError(f"metadata {key!r}: cannot store a value of type {type(value).__name__}")
+    raise GGUFError(f"metadata {show(key)}: cannot store a value of type {type(value).__name__}")
 
 
 def _infer_type(value, key: str) -> tuple[GGUFValueType, GGUFValueType | None]:
@@ -507,13 +528,13 @@ def _infer_type(value, key: str) -> tuple[GGUFValueType, GGUFValueType | None]:
         dt = value.dtype
         vt = _NP_TO_VALUE_TYPE.get(dt.newbyteorder("<") if dt.itemsize > 1 else dt)
         if vt is None:
-            raise GGUFError(f"metadata {key!r}: unsupported array dtype {dt}")
+            raise GGUFError(f"metadata {show(key)}: unsupported array dtype {dt}")
         return GGUFValueType.ARRAY, vt
     if isinstance(value, StringArray):
         return GGUFValueType.ARRAY, GGUFValueType.STRING
     if isinstance(value, (list, tuple)):
         if not value:
-            raise GGUFError(f"metadata {key!r}: cannot infer the element type of an empty list; give value_types")
+            raise GGUFError(f"metadata {show(key)}: cannot infer the element type of an empty list; give value_types")
         first = value[0]
         if isinstance(first, str):
             return GGUFValueType.ARRAY, GGUFValueType.STRING
@@ -523,7 +544,7 @@ def _infer_type(value, key: str) -> tuple[GGUFValueType, GGUFValueType | None]:
             return GGUFValueType.ARRAY, GGUFValueType.INT32  # as gguf-py does
         if isinstance(first, (float, np.floating)):
             return GGUFValueType.ARRAY, GGUFValueType.FLOAT32
-        raise GGUFError(f"metadata {key!r}: cannot store a list of {type(first).__name__}")
+        raise GGUFError(f"metadata {show(key)}: cannot store a list of {type(first).__name__}")
     return _infer_scalar_type(value, key), None
 
 
@@ -573,7 +594,7 @@ def _encode_value(key: str, value, vtype: GGUFValueType, etype: GGUFValueType | 
             raise TypeError(f"{value!r} is not an integer")
         return st.pack(value)
     except (TypeError, ValueError, OverflowError, struct.error, KeyError) as e:
-        raise GGUFError(f"metadata {key!r}: cannot write {value!r:.80} as {vtype.name}: {e}") from None
+        raise GGUFError(f"metadata {show(key)}: cannot write {value!r:.80} as {vtype.name}: {e}") from None
 
 
 TensorSpec = tuple[str, GGMLType, tuple[int, ...], "np.ndarray | Callable[[], np.ndarray]"]
@@ -637,20 +658,20 @@ def write_gguf(
         except (TypeError, ValueError):
             raise GGUFError(f"{path}: a tensor entry must be (name, type, shape, data), got {spec!r:.80}") from None
         if name in seen:
-            raise GGUFError(f"{path}: duplicate tensor name {name!r}")
+            raise GGUFError(f"{path}: duplicate tensor name {show(name)}")
         seen.add(name)
         try:
             ttype = GGMLType(ttype)
         except ValueError:
-            raise GGUFError(f"{path}: tensor {name!r} has unsupported type {ttype!r}") from None
+            raise GGUFError(f"{path}: tensor {show(name)} has unsupported type {ttype!r}") from None
         shape = tuple(int(d) for d in shape)
         if len(shape) > MAX_DIMS or any(d < 0 for d in shape):
-            raise GGUFError(f"{path}: tensor {name!r} has bad shape {shape} (at most {MAX_DIMS} dims, none negative)")
+            raise GGUFError(f"{path}: tensor {show(name)} has bad shape {shape} (at most {MAX_DIMS} dims, none negative)")
         ne = tuple(reversed(shape))
         blck = BLOCK_SIZES[ttype][0]
         if (ne[0] if ne else 1) % blck:
             raise GGUFError(
-                f"{path}: tensor {name!r} of type {ttype.name} has row length {ne[0]}, "
+                f"{path}: tensor {show(name)} of type {ttype.name} has row length {ne[0]}, "
                 f"not a multiple of the block size {blck}"
             )
         nbytes = tensor_nbytes(ttype, ne)
@@ -696,15 +717,15 @@ def write_gguf(
 
 def _tensor_bytes(path: Path, name: str, ttype: GGMLType, shape, nbytes: int, data) -> memoryview:
     if not isinstance(data, np.ndarray):
-        raise GGUFError(f"{path}: tensor {name!r}: data must be a numpy array, got {type(data).__name__}")
+        raise GGUFError(f"{path}: tensor {show(name)}: data must be a numpy array, got {type(data).__name__}")
     if ttype in _FLOAT_ARRAY_DTYPES and data.dtype != np.uint8:
         want = np.dtype(_FLOAT_ARRAY_DTYPES[ttype])
         if data.dtype != want:
-            raise GGUFError(f"{path}: tensor {name!r} is {ttype.name} but its data is {data.dtype} (need {want} or raw uint8)")
+            raise GGUFError(f"{path}: tensor {show(name)} is {ttype.name} but its data is {data.dtype} (need {want} or raw uint8)")
         data = data.astype(want.newbyteorder("<"), copy=False)
     if data.nbytes != nbytes:
         raise GGUFError(
-            f"{path}: tensor {name!r} ({ttype.name}, shape {shape}) needs {nbytes} bytes of data, got {data.nbytes}"
+            f"{path}: tensor {show(name)} ({ttype.name}, shape {shape}) needs {nbytes} bytes of data, got {data.nbytes}"
         )
     return memoryview(np.ascontiguousarray(data)).cast("B")
 

@@ -5,7 +5,7 @@ bytes, BPW = size·8 / parameters; the file type is general.file_type by llama.c
 """
 from collections import Counter
 
-from ..errors import ModelError
+from ..errors import ModelError, show
 
 KV_VALUE_BYTES = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}
 
@@ -61,7 +61,7 @@ def describe(gguf, kv_type: str = "f16") -> list[tuple[str, str]]:
         lines.append(("runs in tinyllm", f"no: {e}"))
         ctx = md.get(f"{gguf.arch}.context_length")
         if ctx is not None:
-            lines.append(("context length", f"{int(ctx)} (trained)"))
+            lines.append(("context length", f"{show(ctx)} (trained)"))
         return lines
     lines += [
         ("context length", f"{cfg.n_ctx_train} (trained)"),

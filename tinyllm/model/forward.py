@@ -185,7 +185,8 @@ def output_logits(m, x: np.ndarray) -> np.ndarray:
         logits += w.output_bias
     if cfg.final_logit_softcap:
         c = np.float32(cfg.final_logit_softcap)
-        logits = c * np.tanh(logits / c)
+        with np.errstate(over="ignore"):  # a tiny cap: x/c is ±inf, and tanh gives ±1 as it should
+            logits = c * np.tanh(logits / c)
     return logits
 
 

@@ -7,7 +7,7 @@ A `.bias` tensor becomes the attribute `<name>_bias` (`blk[i].attn_q_bias`).
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, show
 from ..gguf_io import drop_pages
 from ..quants.matmul import QMatrix
 from ..quants.types import GGMLType
@@ -82,10 +82,15 @@ def _attr(name: str) -> str:
 
 def _vector(info, where) -> np.ndarray:
     if info.type == GGMLType.F32:
-        return info.array()
-    if info.type == GGMLType.F16:
-        return info.array().astype(np.float32)
-    raise ModelError(f"{where}: tensor {info.name} has type {info.type.name}; norm weights and biases must be F32 or F16")
+        v = info.array()
+    elif info.type == GGMLType.F16:
+        v = info.array().astype(np.float32)
+    else:
+        raise ModelError(f"{where}: tensor {info.name} has type {info.type.name}; norm weights and biases must be F32 or F16")
+    # a NaN here would be swallowed by the int8 activations of the next matmul: garbage, not NaN
+    if not np.isfinite(v.sum(dtype=np.float64)):
+        raise ModelError(f"{where}: tensor {info.name} holds NaN or Inf values")
+    return v
 
 
 class Weights:
@@ -133,7 +138,7 @@ class Weights:
         unused = [n for n in tensors if n not in used]
         if unused:
             raise ModelError(
-                f"{where}: tensor {unused[0]} is not used by the {cfg.arch} forward pass"
+                f"{where}: tensor {show(unused[0])} is not used by the {cfg.arch} forward pass"
                 f"{f' (and {len(unused) - 1} more)' if len(unused) > 1 else ''}; such models are not supported"
             )
 

@@ -137,6 +137,11 @@ class BpeEngine:
             self._unsafe = re.compile(b"[" + b"".join(b"\\x%02x" % b for b in missing) + b"]") if missing else None
         elif not all(f"<0x{b:02X}>" in self.vocab for b in range(256)):
             return None  # raw UTF-8 vocabularies without every byte token: merge_word only
+        vocab = self.vocab
+        if not all(a in vocab and b in vocab and a + b in vocab for a, b in self.pairs):
+            # a merge whose parts or result are not tokens: merge_word handles it (HF errs on
+            # some such vocabularies, and panics with a backtrace on stderr on others)
+            return None
         try:
             from tokenizers import Tokenizer as HFTokenizer
             from tokenizers import models, pre_tokenizers
@@ -147,8 +152,10 @@ class BpeEngine:
                 vocab=self.vocab, merges=self.pairs, ignore_merges=self.ignore_merges,
                 byte_fallback=not self.byte_encode, fuse_unk=False,
             )
-        except Exception:  # a merge whose parts or result are not tokens: merge_word handles it
-            return None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # noqa: BLE001 - pyo3's PanicException is a BaseException
+            return None  # whatever else HF refuses: merge_word handles it
         hf = HFTokenizer(bpe)
         if self.byte_encode:
             hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
@@ -197,7 +204,15 @@ class BpeEngine:
                 hf_words.append(w)
         if not hf_words:
             return
-        enc = self._hf.encode(hf_words, is_pretokenized=True, add_special_tokens=False)
+        try:
+            enc = self._hf.encode(hf_words, is_pretokenized=True, add_special_tokens=False)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # noqa: BLE001 - a panic inside HF on a hostile vocabulary
+            self._hf = None  # merge_word from now on: slower, never wrong
+            for w in hf_words:
+                cache[w] = tuple(self._merge_word(w))
+            return
         ids, word_ids = enc.ids, enc.word_ids
         start = 0
         for k in range(1, len(ids) + 1):  # a word's ids are consecutive, in word order

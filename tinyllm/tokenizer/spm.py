@@ -135,7 +135,13 @@ def _model_proto(tok, hidden: set[int] = frozenset()) -> bytes:
     ptypes[tok.unk_id] = TokenType.UNKNOWN
     has_bytes = bool((ptypes == TokenType.BYTE).any())
     blob, n = tok._blob, tok._lens
-    if hidden:  # duplicate texts: renamed to something no text contains, and never matched
+    if has_bytes:
+        # sentencepiece makes a piece "\0" UNUSED when byte_fallback is on, and says so on
+        # stderr through its C++ logger: hidden here instead, it stays unmatched, silently
+        one = np.flatnonzero(n == 1)
+        nul = one[np.asarray(blob)[np.cumsum(n)[one] - 1] == 0]
+        hidden = set(hidden) | set(nul[nul != tok.unk_id].tolist())
+    if hidden:  # duplicate texts (and "\0"): renamed to something no text contains, never matched
         ptypes[sorted(hidden)] = TokenType.CONTROL
         renamed = StringArray.from_strings(f"\u2402dup{i}\u2402" if i in hidden else t for i, t in enumerate(tok.tokens))
         blob, n = np.frombuffer(renamed.data, np.uint8), renamed.lengths()

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..errors import TokenizerError, UsageError
+from ..errors import TokenizerError, UsageError, show  # noqa: F401 (show: re-exported)
 from ..gguf_io import StringArray
 from .special_tokens import apply_text_rules, strip_attributes
 from .stream import StreamDecoder
@@ -24,17 +24,6 @@ MODELS = {"llama": "SPM", "gpt2": "byte-level BPE", "gemma4": "SPM-style BPE"}
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 1, 2, 3, 4, 6
 _C_SPACE = " \t\n\v\f\r"  # C isspace(), what llama.cpp's LSTRIP/RSTRIP take
 _BYTE_TOKEN = re.compile(rb"<0x[0-9A-Fa-f]{2}>")
-
-
-def show(value, limit: int = 40) -> str:
-    """A value for a one-line message: repr (control characters escaped), truncated; arrays
-    by their shape and type."""
-    if isinstance(value, np.ndarray):
-        return f"an array of shape {value.shape} and type {value.dtype}"
-    if isinstance(value, StringArray):
-        return f"an array of {len(value)} strings"
-    text = repr(value).replace("\n", "\\n")  # repr escapes a str's newlines, not every object's
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Tokenizer:
