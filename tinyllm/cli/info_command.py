@@ -33,7 +33,7 @@ def describe(gguf, kv_type: str = "f16") -> list[tuple[str, str]]:
     """(label, value) lines describing the model."""
     from ..bench import format_params, format_size, ftype_name, summarize
     from ..model.config import ModelConfig
-    from ..quantize.rules import type_name
+    from ..quantization.rules import type_name
     from ..tokenizer.metadata import describe_metadata
 
     s = summarize(gguf)

@@ -82,14 +82,14 @@ class _Progress:
         self.t0 = time.perf_counter()
 
     def line(self, i: int, t, tail: str) -> str:
-        from ..quantize.rules import type_name
+        from ..quantization.rules import type_name
 
         w = self.width
         return (f"[{i:{w}d}/{self.count:{w}d}] {t.name:<{self.name_width}} - [{_shape(t.ne)}], "
                 f"type = {type_name(t.src_type):>6}, {tail}")
 
     def __call__(self, ev) -> None:
-        from ..quantize.rules import type_name
+        from ..quantization.rules import type_name
 
         t = ev.tensor
         if t.converts:
@@ -144,8 +144,8 @@ def _warn(msg: str) -> None:
 
 
 def run(args):
-    from ..quantize.rules import parse_ftype, type_name
-    from ..quantize.pipeline import default_output_path, quantize_file
+    from ..quantization.rules import parse_ftype, type_name
+    from ..quantization.pipeline import default_output_path, quantize_file
 
     src, dst, tname = _split_paths(args.paths)
     ftype = parse_ftype(tname)
@@ -229,7 +229,7 @@ def _requantized(plan):
 
 
 def _report_plan(plan, args) -> None:
-    from ..quantize.rules import block_size, type_name
+    from ..quantization.rules import block_size, type_name
 
     if args.quiet and plan.fallbacks:
         from collections import Counter
