@@ -53,6 +53,7 @@ def run(args):
     from ..model import load
 
     model = load(resolve_model(args.model), n_ctx=max(n_ctx, 1), threads=threads[0], kv_type=kv_type)
+    options.warn_past_trained_context(model, n_ctx, "-d + -p/-n")
     err = sys.stderr
     seconds = model.warmup(notice=err)
     print(f"bench: kernels ready in {seconds:.2f} s (JIT compile or cache load, not counted below)", file=err, flush=True)
