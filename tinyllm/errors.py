@@ -27,3 +27,7 @@ class ContextFullError(TinyLLMError):
 
 class UsageError(TinyLLMError):
     """A bad command-line or API value: the message names the value and what is accepted."""
+
+
+class ModelBusyError(UsageError):
+    """A model (its KV cache) used from a second thread while another thread is generating with it."""
