@@ -13,6 +13,7 @@ import threading
 import traceback
 
 from ..errors import TinyLLMError
+from ..printable import printable
 
 COMMANDS = ["chat", "run", "bench", "perplexity", "quantize", "imatrix", "info", "tokenize"]  # module cli/<name>_command.py each
 
@@ -57,7 +58,7 @@ def _main(argv: list[str] | None) -> int:
     except TinyLLMError as e:
         if args.verbose:
             traceback.print_exc()
-        print(f"tinyllm: error: {e}", file=sys.stderr)
+        print(f"tinyllm: error: {printable(e)}", file=sys.stderr)  # it may quote the file
         return 1
     except KeyboardInterrupt:
         print("\ntinyllm: interrupted", file=sys.stderr)

@@ -87,8 +87,10 @@ def run(args):
         json.dump([r.as_dict() for r in results], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        for line in markdown_table([markdown_row(r) for r in results]):
-            print(line)
+        from ..printable import printable
+
+        for line in markdown_table([[printable(c) for c in markdown_row(r)] for r in results]):
+            print(line)  # the model column comes from the file
     return 0
 
 

@@ -6,6 +6,7 @@ bytes, BPW = size·8 / parameters; the file type is general.file_type by llama.c
 from collections import Counter
 
 from ..errors import ModelError
+from ..printable import printable
 
 KV_VALUE_BYTES = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}
 
@@ -113,5 +114,5 @@ def run(args):
         lines = describe(g, kv_type)
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
-        print(f"{k:<{width}} = {v}")
+        print(printable(f"{k:<{width}} = {v}"))  # names and tensor types come from the file
     return 0

@@ -3,6 +3,7 @@ import sys
 import time
 
 from ..errors import UsageError
+from ..printable import printable
 
 TYPES_HELP = """\
 types (any case; approximate bits per weight on Llama-3-8B):
@@ -85,7 +86,7 @@ class _Progress:
         from ..quantization.rules import type_name
 
         w = self.width
-        return (f"[{i:{w}d}/{self.count:{w}d}] {t.name:<{self.name_width}} - [{_shape(t.ne)}], "
+        return (f"[{i:{w}d}/{self.count:{w}d}] {printable(t.name):<{self.name_width}} - [{_shape(t.ne)}], "
                 f"type = {type_name(t.src_type):>6}, {tail}")
 
     def __call__(self, ev) -> None:
@@ -140,7 +141,7 @@ def _split_paths(paths):
 
 
 def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
+    print(f"warning: {printable(msg)}", file=sys.stderr)
 
 
 def run(args):
@@ -219,7 +220,7 @@ def _report_imatrix(plan, args) -> None:
     if not args.quiet:
         for t in converted:
             if not t.imatrix:
-                print(f"  no importance weights for {t.name}", flush=True)
+                print(f"  no importance weights for {printable(t.name)}", flush=True)
 
 
 def _requantized(plan):
