@@ -313,3 +313,16 @@ def test_a_later_generation_in_the_same_thread_supersedes_an_unfinished_one(m):
     assert g2.read()
     with pytest.raises(UsageError, match="superseded by a later one"):
         g1.read()
+
+
+def test_a_generation_made_in_one_thread_may_be_iterated_in_another(m):
+    import threading
+
+    ids = m.tokenizer.encode(PROMPT)
+    alone = generate(m, ids, max_tokens=8, params=GREEDY).read()
+    m.reset()
+    g, out = generate(m, ids, max_tokens=8, params=GREEDY), []
+    t = threading.Thread(target=lambda: out.append(g.read()))
+    t.start()
+    t.join(60)
+    assert out == [alone]

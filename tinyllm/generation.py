@@ -143,11 +143,13 @@ class Generation:
 
     def _forward(self, ids: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Logits of the last token, wall seconds, and compile seconds spent inside."""
-        if self._claim is not None and self.model.kv_user() is not self:
-            raise UsageError(
-                "this generation was superseded by a later one on the same model (the KV cache now "
-                "holds that one's tokens); finish or cancel a generation before starting the next"
-            )
+        if self._claim is not None:
+            if self.model.kv_user() is not self:
+                raise UsageError(
+                    "this generation was superseded by a later one on the same model (the KV cache now "
+                    "holds that one's tokens); finish or cancel a generation before starting the next"
+                )
+            self._claim(self)  # the thread that iterates it holds the cache
         c0 = float(getattr(self.model, "compile_seconds", 0.0) or 0.0)
         t0 = time.perf_counter()
         logits = self.model.forward(ids)

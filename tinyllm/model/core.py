@@ -93,11 +93,14 @@ class Model:
     def claim_kv(self, generation) -> None:
         """Make `generation` the user of the KV cache until release_kv(generation). Raises
         ModelBusyError while a generation of another (live) thread is unfinished; in the same
-        thread a new generation supersedes an unfinished one (which then refuses to go on)."""
+        thread a new generation supersedes an unfinished one (which then refuses to go on).
+        The holder claiming again moves the claim to the calling thread (a generation made in
+        one thread may be iterated in another)."""
         me = threading.current_thread()
         with self._guard:
-            self._check_user(me)
-            self._user = (me, generation)
+            if self._user is None or self._user[1] is not generation:
+                self._check_user(me)
+            self._user = (me, generation)  # its own claim again: the thread iterating it now
 
     def release_kv(self, generation) -> None:
         with self._guard:
