@@ -22,7 +22,7 @@ LLAMA_QUANTIZE_SECONDS = 4.0  # golden/README.md: llama-quantize F32 -> Q4_K_M o
 
 def make_f32(path: Path) -> None:
     from tinyllm.default_model import resolve_model
-    from tinyllm.quantize import quantize_file
+    from tinyllm.quantization import quantize_file
 
     src = resolve_model(None)
     t = time.perf_counter()
@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    from tinyllm.quantize import quantize_file
+    from tinyllm.quantization import quantize_file
 
     src = Path(args.src)
     if not src.exists():

@@ -54,7 +54,7 @@ def llama_cpp_file(tmp_path_factory, manifest):
     """stem -> the path of a file byte-identical to llama-quantize's tiny-<stem>.gguf: written
     by tinyllm's quantizer from tiny-f32.gguf and checked against the manifest's sha256, so a
     test that reads it reads llama.cpp's bytes."""
-    from tinyllm.quantize import quantize_file
+    from tinyllm.quantization import quantize_file
 
     made = {}
     folder = tmp_path_factory.mktemp("llama-cpp-files")

@@ -330,3 +330,70 @@ def test_choose_file(tmp_path):
 def test_bad_jinja_is_model_error_naming_origin():
     with pytest.raises(ModelError, match=r"m\.gguf: chat template does not parse \(line 1"):
         T.choose({"tokenizer.chat_template": "{% for x in %}"}, "auto", origin="m.gguf")
+
+
+# ---- hostile templates: one line each, and none of them hangs ----
+
+HOSTILE = {
+    "include": ('{% include "other.jinja" %}', r"includes, imports or extends 'other\.jinja'"),
+    "import": ('{% import "macros.jinja" as m %}{{ m.f() }}', r"includes, imports or extends 'macros\.jinja'"),
+    "extends": ('{% extends "base.jinja" %}', r"includes, imports or extends 'base\.jinja'"),
+    "from_import": ('{% from "m.jinja" import f %}', r"includes, imports or extends 'm\.jinja'"),
+    "range": ("{% for i in range(10**9) %}{% endfor %}", r"OverflowError: Range too big"),
+    "recursion": ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", r"recurses without end"),
+    "division": ("{{ messages | length }}\n{{ 1/0 }}", r"\(line 2\): ZeroDivisionError: division by zero"),
+    "nested_loops": ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                     r"rendering took more than"),
+    "nested_string_loops": ('{% for i in "x" * 100000 %}{% for j in "x" * 100000 %}{% endfor %}{% endfor %}',
+                            r"rendering took more than"),
+    "power": ("{{ 10**100000000 }}", r"10 \*\* 100000000 has more than 4096 bits"),
+    "repeat": ('{{ "x" * 1000000000 }}', r"a str of 1 times 1000000000 is too long"),
+    "output": ('{% for i in range(100000) %}{{ "x" * 1000 }}{% endfor %}', r"its text passed 8000000 characters"),
+    "filter_width": ('{{ "x" | center(1000000000) }}', r"filter do_center got 1000000000"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_templates_are_one_model_error_at_load(monkeypatch, case):
+    monkeypatch.setattr(T, "RENDER_SECONDS", 0.5)
+    source, problem = HOSTILE[case]
+    with pytest.raises(ModelError, match=problem) as e:
+        T.from_jinja(source, origin="evil.gguf")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("evil.gguf: the chat template cannot be rendered")
+    assert "--template" in msg
+
+
+@pytest.mark.parametrize("case", ["division", "nested_loops", "power", "include"])
+def test_a_template_that_fails_only_on_some_conversations_fails_in_render(monkeypatch, case):
+    """Hidden behind a condition the load-time probe does not meet: render() says it, once."""
+    monkeypatch.setattr(T, "RENDER_SECONDS", 0.5)
+    source, problem = HOSTILE[case]
+    t = T.from_jinja("{% if messages | length > 1 %}" + source + "{% endif %}ok", origin="evil.gguf")
+    assert t.render([{"role": "user", "content": "Hi"}]) == "ok"
+    with pytest.raises(ModelError, match=problem) as e:
+        t.render(CONVERSATION)  # a system turn: no second try with the system turn folded in
+    assert "\n" not in str(e.value)
+
+
+def test_lipsum_is_not_there_to_write_endless_text():
+    with pytest.raises(UsageError, match="'lipsum' is undefined"):
+        T.from_jinja("{{ lipsum(1000000000) }}").render(NO_SYSTEM)
+
+
+def test_the_render_bound_leaves_an_outer_trace_function_in_place():
+    import sys
+
+    calls = []
+
+    def tracer(frame, event, arg):
+        calls.append(event)
+        return None
+
+    old = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        T.from_jinja(HF_GEMMA3).render(NO_SYSTEM)
+        assert sys.gettrace() is tracer
+    finally:
+        sys.settrace(old)

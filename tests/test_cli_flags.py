@@ -88,3 +88,20 @@ def test_verbose_shows_the_traceback_of_an_error(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("tinyllm: error:") and "Traceback" not in r.stderr
     r = subproc("--verbose", "info", missing)
     assert r.returncode == 1 and "Traceback (most recent call last)" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "template,problem",
+    [
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "rendering took more than"),
+        ("{{ 10**100000000 }}", "has more than 4096 bits"),
+        ('{% include "x.jinja" %}', "includes, imports or extends 'x.jinja'"),
+    ],
+)
+def test_chat_with_a_hostile_template_is_one_line_not_a_hang(tmp_path, template, problem):
+    model = make_tiny_model(tmp_path, arch="gemma3", wtype="Q8_0", seed=4, chat_template=template)
+    r = subproc("chat", "-m", model, "--temp", "0", "-n", "4", stdin="Hello\n")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tinyllm: error: {model}: the chat template cannot be rendered")
+    assert problem in lines[0]

@@ -132,6 +132,30 @@ def test_run_errors_in_a_real_process_have_no_traceback(tiny, args):
     assert r.stderr.startswith("tinyllm: error: ") and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_run_context_too_big_for_memory_is_one_line_naming_the_bytes(tiny):
+    """-c 1000000000 was numpy's MemoryError traceback: the cache size is checked before allocating
+    (here 10^12 tokens: 116 TiB, more than any machine that runs the tests)."""
+    r = subproc("run", "-m", tiny, "-p", "hi", "-n", 1, "-c", 10**12)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"tinyllm: error: a KV cache of n_ctx {10**12} tokens (f16) would need 116.4 TiB, more than ")
+    assert "trained with a context of 4096 tokens" in lines[0] and "-c" in lines[0]
+
+
+def test_run_context_past_the_trained_one_warns_once_and_runs(capsys, tiny, greedy_ref):
+    text, _ = greedy_ref
+    rc, out, err = cli(capsys, "run", "-m", tiny, "-p", PROMPT, "-n", 12, "--temp", 0, "-t", 1, "-c", 8192)
+    assert rc == 0 and out.startswith(text)
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert warnings == [
+        "tinyllm: warning: a context of 8192 tokens (-c) is beyond the model's trained context of 4096 tokens; "
+        "text past that may degrade"
+    ]
+    rc, out, err = cli(capsys, "run", "-m", tiny, "-p", PROMPT, "-n", 1, "--temp", 0, "-t", 1, "-c", 4096)
+    assert rc == 0 and "warning" not in err
+
+
 def test_run_without_prompt_is_an_error(capsys, tiny):
     rc, _, err = cli(capsys, "run", "-m", tiny)
     assert rc == 1 and "-p" in err

@@ -231,3 +231,98 @@ def test_bad_arguments_raise_usage_error(m, prompt, kwargs, needle):
     with pytest.raises(UsageError) as e:
         generate(m, prompt, **kwargs)
     assert needle in str(e.value)
+
+
+# -- one generation at a time on a model ------------------------------------------------------
+
+def test_a_second_thread_gets_model_busy_while_a_generation_runs(m):
+    """Two threads on one KV cache used to garble both outputs: the second is refused, in one
+    line naming the other thread, and the first one's text is what it is alone."""
+    import threading
+
+    from tinyllm.errors import ModelBusyError
+
+    ids = m.tokenizer.encode(PROMPT)
+    alone = generate(m, ids, max_tokens=8, params=GREEDY).read()
+    m.reset()
+    started, tried, refused = threading.Event(), threading.Event(), []
+
+    def on_token(tid, piece):
+        started.set()
+        tried.wait(60)
+
+    def other():
+        started.wait(60)
+        for attempt in (lambda: generate(m, ids, max_tokens=8, params=GREEDY), lambda: m.forward(ids),
+                        m.reset, lambda: m.truncate(0)):
+            try:
+                attempt()
+            except ModelBusyError as e:
+                refused.append(str(e))
+        tried.set()
+
+    t = threading.Thread(target=other, name="other-thread")
+    t.start()
+    text = generate(m, ids, max_tokens=8, params=GREEDY, on_token=on_token).read()
+    t.join(60)
+    assert text == alone
+    assert len(refused) == 4 and all("\n" not in r for r in refused)
+    assert "another thread (MainThread)" in refused[0] and "one generation at a time" in refused[0]
+    # once that generation has ended, the other thread may use the model
+    out = []
+    t = threading.Thread(target=lambda: (m.reset(), out.append(generate(m, ids, max_tokens=8, params=GREEDY).read())))
+    t.start()
+    t.join(60)
+    assert out == [alone]
+
+
+def test_two_threads_racing_each_get_the_true_text_or_model_busy(m):
+    import threading
+
+    from tinyllm.errors import ModelBusyError
+
+    ids = m.tokenizer.encode(PROMPT)
+    alone = generate(m, ids, max_tokens=12, params=GREEDY).read()
+    barrier, results = threading.Barrier(2), []
+
+    def worker():
+        barrier.wait()
+        for _ in range(3):
+            try:
+                g = generate(m, ids, max_tokens=12, params=GREEDY)
+            except ModelBusyError:
+                results.append("busy")
+                continue
+            m.kv.reset()  # the cache is this generation's own now
+            results.append(g.read())
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 6 and set(results) <= {alone, "busy"} and alone in results
+
+
+def test_a_later_generation_in_the_same_thread_supersedes_an_unfinished_one(m):
+    ids = m.tokenizer.encode(PROMPT)
+    g1 = generate(m, ids, max_tokens=8, params=GREEDY)
+    next(g1)
+    m.reset()
+    g2 = generate(m, ids, max_tokens=8, params=GREEDY)
+    assert g2.read()
+    with pytest.raises(UsageError, match="superseded by a later one"):
+        g1.read()
+
+
+def test_a_generation_made_in_one_thread_may_be_iterated_in_another(m):
+    import threading
+
+    ids = m.tokenizer.encode(PROMPT)
+    alone = generate(m, ids, max_tokens=8, params=GREEDY).read()
+    m.reset()
+    g, out = generate(m, ids, max_tokens=8, params=GREEDY), []
+    t = threading.Thread(target=lambda: out.append(g.read()))
+    t.start()
+    t.join(60)
+    assert out == [alone]

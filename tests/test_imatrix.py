@@ -1,4 +1,4 @@
-"""`tinyllm imatrix` and tinyllm.quantize.imatrix / imatrix_collect against llama-imatrix.
+"""`tinyllm imatrix` and tinyllm.quantization.imatrix / imatrix_collect against llama-imatrix.
 
 Reference files (tests/data/golden/imatrix, made by tests/data/make_quality_refs.py): llama-imatrix
 on the tiny F32 llama model of golden/quality-models.json (rebuilt here bit for bit) over
@@ -17,8 +17,8 @@ from tinyllm.cli.options import read_text_file
 from tinyllm.errors import QuantizationError, UsageError
 from tinyllm.model import load
 from tinyllm.model.forward import observe_matmuls
-from tinyllm.quantize.imatrix import Imatrix, ImatrixEntry, load_imatrix, save_imatrix, save_imatrix_legacy
-from tinyllm.quantize.imatrix_collect import ImatrixCollector, combine_imatrix, compute_imatrix
+from tinyllm.quantization.imatrix import Imatrix, ImatrixEntry, load_imatrix, save_imatrix, save_imatrix_legacy
+from tinyllm.quantization.imatrix_collect import ImatrixCollector, combine_imatrix, compute_imatrix
 
 from tinymodels import make_tiny_model
 

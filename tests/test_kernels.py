@@ -281,7 +281,7 @@ def test_kernels_on_llama_cpp_tensors_quantized_here(golden, manifest, wtype, st
 
     import gguf
 
-    from tinyllm.quantize.imatrix import load_imatrix
+    from tinyllm.quantization.imatrix import load_imatrix
     from tinyllm.quants.registry import quantize
 
     reader = gguf.GGUFReader(golden / "quant" / "tiny-f32.gguf")

@@ -164,3 +164,44 @@ def test_bad_cache_arguments():
     with pytest.raises(UsageError, match="16"):
         KVCache(cfg, kv_type="q8_0")
     KVCache(dataclasses.replace(cfg, head_dim=32), kv_type="q8_0")
+
+
+def test_a_cache_larger_than_the_machine_is_one_error_before_allocating(monkeypatch):
+    """-c 1000000000 used to be numpy's MemoryError traceback: the size is computed first."""
+    from tinyllm.model import kv_cache
+
+    cfg = llama_config(2, 4, 2, 16, n_ctx_train=2048)
+    need = 2 * spec_bytes("f16", 32, pad_cells(10**9), 2)
+    allocated = []
+    monkeypatch.setattr(kv_cache.np, "zeros", lambda *a, **k: allocated.append(a) or np.empty(0))
+    with pytest.raises(UsageError) as e:
+        KVCache(cfg, n_ctx=10**9)
+    msg = str(e.value)
+    assert "\n" not in msg and not allocated
+    assert f"n_ctx {pad_cells(10**9)}" in msg and kv_cache.format_bytes(need) in msg
+    assert "trained with a context of 2048 tokens" in msg and "-c" in msg
+
+
+def test_a_cache_that_fits_the_ram_but_not_the_allocator_is_the_same_error(monkeypatch):
+    from tinyllm.model import kv_cache
+
+    def zeros(*a, **k):
+        raise MemoryError("Unable to allocate 12.0 GiB")
+
+    monkeypatch.setattr(kv_cache.np, "zeros", zeros)
+    with pytest.raises(UsageError, match=r"n_ctx 4096 tokens \(f16\) would need 1\.0 MiB, which could not be allocated; .*trained with a context of 4096"):
+        KVCache(llama_config(2, 4, 2, 16), n_ctx=4096)
+
+
+def test_machine_memory_bounds_the_cache(monkeypatch):
+    from tinyllm.model import kv_cache
+
+    cfg = llama_config(2, 4, 2, 16)
+    monkeypatch.setattr(kv_cache, "physical_memory", lambda: 2 * spec_bytes("f16", 32, 1024, 2))
+    assert KVCache(cfg, n_ctx=1024).nbytes == 2 * spec_bytes("f16", 32, 1024, 2)  # exactly fits
+    with pytest.raises(UsageError, match=r"would need 320\.0 KiB, more than the 256\.0 KiB of memory"):
+        KVCache(cfg, n_ctx=1280)
+
+
+def pad_cells(n):
+    return -(-n // 256) * 256

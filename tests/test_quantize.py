@@ -1,4 +1,4 @@
-"""`tinyllm.quantize.rules` and the `tinyllm.quantize` pipeline, checked against llama-quantize's own output.
+"""`tinyllm.quantization.rules` and the `tinyllm.quantize` pipeline, checked against llama-quantize's own output.
 
 Outside references: the golden files made by llama-quantize from tiny-f32.gguf (types and
 sha256 of every tensor and of whole files, in the manifest), the tables of kquants.md §5, the per-tensor types of
@@ -15,7 +15,7 @@ import pytest
 
 from tinyllm.errors import GGUFError, QuantizationError, UsageError
 from tinyllm.gguf_io import GGUFFile, write_gguf
-from tinyllm.quantize.rules import (
+from tinyllm.quantization.rules import (
     FTYPES,
     ModelHParams,
     QuantOptions,
@@ -29,7 +29,7 @@ from tinyllm.quantize.rules import (
     use_more_bits,
     weight_sort_key,
 )
-from tinyllm.quantize import default_output_path, plan_file, quantize_file
+from tinyllm.quantization import default_output_path, plan_file, quantize_file
 from tinyllm.quants.registry import dequantize, quantize_ref
 from tinyllm.quants.types import GGMLType as T
 
@@ -491,7 +491,7 @@ def test_nan_inf_names_tensor_and_row_and_leaves_nothing(tmp_path, value, dst):
 
 
 def test_chunked_sources_join_chunks_and_name_the_absolute_row(tmp_path, monkeypatch):
-    import tinyllm.quantize.pipeline as qz
+    import tinyllm.quantization.pipeline as qz
 
     monkeypatch.setattr(qz, "_CHUNK_FLOATS", 256 * 8)  # 8 rows at a time here
     f32 = _f32_model(tmp_path / "f32.gguf", bad=("blk.0.attn_q.weight", 250, 7, np.inf))

@@ -3,6 +3,7 @@ import hashlib
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -175,3 +176,56 @@ def test_console_script_in_a_subprocess(f32, tmp_path, manifest):
     assert r.returncode == 0, r.stderr
     assert "\r" not in r.stdout + r.stderr
     assert hashlib.sha256((tmp_path / "o.gguf").read_bytes()).hexdigest() == manifest["tiny-Q8_0"]["sha256"]
+
+
+SLOW_QUANTIZE = """
+import sys, time
+import tinyllm.quantization.pipeline as pipeline
+from tinyllm.cli import main
+
+real = pipeline.convert_tensor
+
+def slow(*a, **k):  # a slow conversion, so that the signal lands mid-write
+    time.sleep(0.2)
+    return real(*a, **k)
+
+pipeline.convert_tensor = slow
+sys.exit(main(["quantize", *sys.argv[1:]]))
+"""
+
+
+def test_sigterm_mid_write_leaves_no_temp_file_and_exits_143(f32, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", SLOW_QUANTIZE, str(f32), str(out_dir / "o.gguf"), "Q8_0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        for line in p.stdout:  # the first tensor written: the temp file exists and is growing
+            if re.match(r"\[\s*1/", line):
+                break
+        temps = [f.name for f in out_dir.iterdir()]
+        assert len(temps) == 1 and re.fullmatch(rf"\.o\.gguf\.tinyllm-{p.pid}-\w+\.tmp", temps[0]), temps
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 143
+    assert err.strip().splitlines() == ["tinyllm: terminated (SIGTERM)"]
+    assert list(out_dir.iterdir()) == []
+
+
+def test_temp_files_of_dead_processes_are_removed_by_the_next_write(capsys, f32, tmp_path):
+    """SIGKILL cannot be caught: the next write beside the same output removes what it left."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".o.gguf.tinyllm-{dead_pid}-abc123.tmp"
+    live = tmp_path / f".o.gguf.tinyllm-{os.getppid()}-def456.tmp"  # a running process: kept
+    other_output = tmp_path / f".x.gguf.tinyllm-{dead_pid}-abc123.tmp"  # beside another output: kept
+    not_ours = tmp_path / ".o.gguf.abc123.tmp"  # not our name pattern: kept
+    for f in (stale, live, other_output, not_ours):
+        f.write_bytes(b"\0" * 1000)
+    rc, out, err = _run(capsys, f32, tmp_path / "o.gguf", "Q8_0")
+    assert rc == 0, err
+    assert not stale.exists()
+    assert live.exists() and other_output.exists() and not_ours.exists()
+    assert (tmp_path / "o.gguf").exists()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tinyllm.errors import QuantizationError
-from tinyllm.quantize.imatrix import load_imatrix
+from tinyllm.quantization.imatrix import load_imatrix
 from tinyllm.quants.registry import TYPES, quantize, quantize_ref
 from tinyllm.quants.types import GGMLType
 
@@ -83,7 +83,7 @@ def test_mixture_files_every_tensor_byte_identical(manifest, source, mix):
 
 @pytest.fixture(scope="module")
 def imatrix(golden):
-    from tinyllm.quantize.imatrix import load_imatrix
+    from tinyllm.quantization.imatrix import load_imatrix
 
     return load_imatrix(golden / "quant" / "tiny-f32.imatrix.gguf")
 
@@ -97,7 +97,7 @@ def test_imatrix_manifest_lists_every_file(manifest):
 def test_imatrix_files_every_tensor_byte_identical(manifest, source, imatrix, stem, quantizer):
     """Each tensor quantized with its entry's quant_weights (none for token_embd and output,
     which the imatrix lacks, nor for the entries the filters drop) gives llama.cpp's bytes."""
-    from tinyllm.quantize.imatrix import select_entries
+    from tinyllm.quantization.imatrix import select_entries
 
     f = IMATRIX_FILES[stem]
     imx = select_entries(imatrix, f.get("include", ()), f.get("exclude", ()))

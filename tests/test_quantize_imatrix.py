@@ -1,4 +1,4 @@
-"""`tinyllm quantize --imatrix` (tinyllm.quantize.quantize_file(imatrix=...)) against
+"""`tinyllm quantize --imatrix` (tinyllm.quantization.quantize_file(imatrix=...)) against
 llama-quantize's own files made with an importance matrix: whole files byte for byte
 (tensors, the quantize.imatrix.* metadata, their order and value types), with
 --include-weights / --exclude-weights, per-expert weights of an 8-expert model, the CLI
@@ -21,8 +21,8 @@ import pytest
 
 from tinyllm.cli import main
 from tinyllm.errors import GGUFError, QuantizationError, UsageError
-from tinyllm.quantize import plan_file, quantize_file
-from tinyllm.quantize.imatrix import ImatrixEntry, load_imatrix, save_imatrix
+from tinyllm.quantization import plan_file, quantize_file
+from tinyllm.quantization.imatrix import ImatrixEntry, load_imatrix, save_imatrix
 from tinyllm.quants.types import GGMLType as T
 
 from conftest import DATA, ROOT

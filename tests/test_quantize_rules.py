@@ -1,4 +1,4 @@
-"""The mixture rules of every llama-quantize ftype (tinyllm.quantize.rules), pure logic.
+"""The mixture rules of every llama-quantize ftype (tinyllm.quantization.rules), pure logic.
 
 Oracle: llama-quantize itself. tests/data/golden/quant/rules.json holds the type llama-quantize
 --dry-run chose for every 2-D tensor of eight synthetic models (32 and 80 layers, GQA 4, 70B,
@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tinyllm.quantize.rules import (
+from tinyllm.quantization.rules import (
     FTYPES, ModelHParams, QuantOptions, parse_ftype, plan_types, requires_imatrix, type_name, use_more_bits,
 )
 from tinyllm.quants.types import GGMLType as T

@@ -25,11 +25,8 @@ def generate(model, prompt, **kwargs):
     return _generate(model, prompt, **kwargs)
 
 
-def __getattr__(name):
-    # `tinyllm.quantize` is the callable package tinyllm/quantize/ (quantize_file), imported on
-    # first use so that `import tinyllm` stays light
-    if name == "quantize":
-        import importlib
+def quantize(src, dst, type_name, **kwargs):
+    """Quantize a float GGUF file as llama-quantize does; see tinyllm.quantization.quantize_file."""
+    from .quantization import quantize_file
 
-        return importlib.import_module(".quantize", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return quantize_file(src, dst, type_name, **kwargs)

@@ -1,5 +1,7 @@
 """One exception root for everything a user can get wrong; `cli.main` prints these as one line."""
 
+from .printable import printable
+
 SHOW_LIMIT = 60  # characters of a value quoted in a message
 
 
@@ -21,7 +23,7 @@ def show(value, limit: int = SHOW_LIMIT) -> str:
     else:
         text = repr(value)
     # repr escapes a str's control characters, not those of every object's repr
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    text = printable(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -51,3 +53,7 @@ class ContextFullError(TinyLLMError):
 
 class UsageError(TinyLLMError):
     """A bad command-line or API value: the message names the value and what is accepted."""
+
+
+class ModelBusyError(UsageError):
+    """A model (its KV cache) used from a second thread while another thread is generating with it."""

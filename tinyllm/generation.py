@@ -72,6 +72,21 @@ class Generation:
         sampler: Sampler | None,
     ):
         self.model = model
+        self.stats = GenerationStats()
+        # The KV cache is this generation's from now to its end (ModelBusyError if another
+        # thread's generation holds it); models without claim_kv (test fakes) are not shared.
+        self._claim = getattr(model, "claim_kv", None)
+        self._release = getattr(model, "release_kv", None)
+        if self._claim is not None:
+            self._claim(self)
+        try:
+            self._setup(prompt, max_tokens, params, add_bos, stop_ids, on_token, sampler)
+        except BaseException:
+            self._release_kv()
+            raise
+
+    def _setup(self, prompt, max_tokens, params, add_bos, stop_ids, on_token, sampler):
+        model = self.model
         self.tokenizer = model.tokenizer
         if isinstance(prompt, str):
             if add_bos is None:
@@ -122,8 +137,19 @@ class Generation:
         return self.stats.stop_reason is not None
 
     # -- internals ---------------------------------------------------------------------
+    def _release_kv(self) -> None:
+        if self._release is not None:
+            self._release(self)
+
     def _forward(self, ids: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Logits of the last token, wall seconds, and compile seconds spent inside."""
+        if self._claim is not None:
+            if self.model.kv_user() is not self:
+                raise UsageError(
+                    "this generation was superseded by a later one on the same model (the KV cache now "
+                    "holds that one's tokens); finish or cancel a generation before starting the next"
+                )
+            self._claim(self)  # the thread that iterates it holds the cache
         c0 = float(getattr(self.model, "compile_seconds", 0.0) or 0.0)
         t0 = time.perf_counter()
         logits = self.model.forward(ids)
@@ -137,6 +163,7 @@ class Generation:
         self.stats.stop_reason = reason
         self.stats.generated_tokens = len(self.tokens)
         self.stats.n_past = int(self.model.kv.n_past)
+        self._release_kv()
         tail = decoder.flush() if decoder is not None else ""
         if tail:
             self.text += tail
@@ -217,6 +244,8 @@ class Generation:
             # Ctrl+C ends the generation cleanly; the text so far is kept.
             if st.stop_reason is None:
                 yield from self._finish("cancelled", decoder)
+        finally:
+            self._release_kv()  # also when an error or close() ends it early
 
 
 def generate(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Sequence
@@ -689,7 +690,8 @@ def write_gguf(
     head = header + b"".join(kv) + b"".join(infos)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temp_files(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tinyllm-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(head)
@@ -713,6 +715,38 @@ def write_gguf(
         except OSError:
             pass
         raise
+
+
+def remove_stale_temp_files(path) -> list[Path]:
+    """Remove the temp files write_gguf left beside `path` when its process was killed (SIGKILL,
+    a crash): `.NAME.tinyllm-PID-*.tmp` of a PID that no longer runs, owned by this user.
+    Returns the files removed."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.tinyllm-(\d+)-[^/]*\.tmp")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for e in entries:
+        m = pattern.fullmatch(e.name)
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            if not e.is_file(follow_symlinks=False) or e.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            os.kill(int(m.group(1)), 0)
+            continue  # that process still runs: its file is in use
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OSError, OverflowError):
+            continue  # someone else's process (or a pid that cannot be checked): leave it
+        try:
+            os.unlink(e.path)
+            removed.append(Path(e.path))
+        except OSError:
+            pass
+    return removed
 
 
 def _tensor_bytes(path: Path, name: str, ttype: GGMLType, shape, nbytes: int, data) -> memoryview:

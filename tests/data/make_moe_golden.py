@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm.gguf_io import GGUFValueType, write_gguf
-from tinyllm.quantize.imatrix import ImatrixEntry, save_imatrix
+from tinyllm.quantization.imatrix import ImatrixEntry, save_imatrix
 from tinyllm.quants.types import GGMLType
 
 HERE = Path(__file__).resolve().parent

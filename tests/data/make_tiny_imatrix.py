@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm.gguf_io import GGUFFile
-from tinyllm.quantize.imatrix import ImatrixEntry, save_imatrix
+from tinyllm.quantization.imatrix import ImatrixEntry, save_imatrix
 
 HERE = Path(__file__).resolve().parent / "golden" / "quant"
 N_TOKENS = 512

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ContextFullError, TinyLLMError, UsageError
+from ..printable import printable
 from .session import ChatSession
 
 PROMPT = ">>> "
@@ -205,9 +206,10 @@ class Repl:
         m = s.model
         name = os.path.basename(str(getattr(m, "path", "model")))
         arch = getattr(m.config, "arch", "?")
-        self.line(f"tinyllm chat · {name} ({arch}) · context {s.n_ctx} tokens · template: {s.template.describe()}")
+        self.line(printable(f"tinyllm chat · {name} ({arch}) · context {s.n_ctx} tokens · "
+                            f"template: {s.template.describe()}"))
         if self.notice:
-            self.line(self.notice, "notice")
+            self.line(printable(self.notice), "notice")
         self.line("Type a message and press Enter. /help lists the commands; Ctrl+D or /bye leaves.", "dim")
 
     def warm_up(self) -> None:
@@ -275,7 +277,7 @@ class Repl:
                 self.line(str(e), "error")
                 return
             except TinyLLMError as e:
-                self.line(f"error: {e}", "error")
+                self.line(printable(f"error: {e}"), "error")
                 return
             except KeyboardInterrupt:
                 self.line("(interrupted)", "dim")
@@ -291,7 +293,7 @@ class Repl:
                 for piece in reply:  # let it finish cleanly (no more tokens once cancelled)
                     self.write(piece)
             except TinyLLMError as e:
-                self.line(f"error: {e}", "error")
+                self.line(printable(f"error: {e}"), "error")
                 return
         st = reply.stats
         if not self._at_line_start:
@@ -332,7 +334,7 @@ class Repl:
         try:
             return handler(arg)
         except TinyLLMError as e:
-            self.line(f"error: {e}", "error")
+            self.line(printable(f"error: {e}"), "error")
         return None
 
     def cmd_help(self, arg):
@@ -406,7 +408,7 @@ class Repl:
                 size = f", {os.path.getsize(path) / 2**20:.1f} MiB"
             except OSError:
                 pass
-            self.line(f"  model      {path}{size}")
+            self.line(printable(f"  model      {path}{size}"))
             self.line(f"  arch       {c.arch}: {c.n_layer} layers, n_embd {c.n_embd}, "
                       f"{c.n_head} heads ({c.n_head_kv} KV) of {c.head_dim}, n_ff {c.n_ff}, vocab {c.n_vocab}")
             swa = getattr(c, "n_swa", 0)
@@ -428,7 +430,7 @@ class Repl:
             t = s.template
             self.line(f"template: {t.describe()}")
             if t.source:
-                self.line(t.source.rstrip("\n"))
+                self.line(printable(t.source.rstrip("\n"), multiline=True))
             elif not t.is_raw:
                 example = t.render([{"role": "user", "content": "Hi"}])
                 self.line("a user turn \"Hi\" renders as: " + repr(example))

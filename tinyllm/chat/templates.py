@@ -4,6 +4,9 @@ Three kinds, all behind `ChatTemplate.render(messages, add_generation_prompt)`:
 - "jinja": the GGUF's `tokenizer.chat_template`, rendered with jinja2 the way Hugging Face's
   `apply_chat_template` renders it (sandboxed environment, trim_blocks/lstrip_blocks,
   `raise_exception`, `strftime_now`, `tojson`, bos_token/eos_token, add_generation_prompt).
+  A template comes from the file, so its rendering is bounded: no include/import/extends,
+  RENDER_SECONDS of time (loops included), `**` and `*` results and filter widths kept small,
+  MAX_OUTPUT characters of text; any failure is one ModelError naming the template's line.
 - built-in formatters for the families llama.cpp recognises (spec architectures.md §6):
   "gemma", "llama2", "llama3", "chatml". `detect_family` recognises them from the Jinja text
   by the same substrings as llama.cpp's `llm_chat_detect_template`.
@@ -15,6 +18,9 @@ template that starts with the BOS text has it stripped, as llama.cpp's common do
 prompt never gets two.
 """
 import json
+import math
+import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -151,26 +157,142 @@ def _strftime_now(fmt):
     return datetime.now().strftime(fmt)
 
 
-@lru_cache(maxsize=8)
-def compile_jinja(source: str):
-    """Compile a chat template as HF's `_compile_jinja_template` does. Raises jinja2 errors."""
+RENDER_SECONDS = 2.0  # a real template renders a long conversation in milliseconds
+MAX_OUTPUT = 8_000_000  # characters of rendered text (and of any one `*` result or filter width)
+MAX_POWER_BITS = 4096  # `a ** b` whose result would need more bits is refused before computing it
+
+
+class TemplateLimitError(Exception):
+    """A chat template that passed one of the bounds above (not a jinja2 TemplateError, so that
+    the system-turn fallback of ChatTemplate.render does not render it a second time)."""
+
+
+def _bounded_filter(f):
+    import functools
+
+    skip = 2 if hasattr(f, "jinja_pass_arg") else 1  # (context/environment,) value, then parameters
+
+    @functools.wraps(f)
+    def bounded(*args, **kwargs):
+        for a in (*args[skip:], *kwargs.values()):
+            if isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_OUTPUT:
+                raise TemplateLimitError(f"filter {f.__name__} got {a}; parameters above {MAX_OUTPUT} are refused")
+        return f(*args, **kwargs)
+
+    return bounded
+
+
+def _bounded_environment():
+    import jinja2
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    class NoLoader(jinja2.BaseLoader):
+        def get_source(self, environment, template):
+            raise TemplateLimitError(
+                f"it includes, imports or extends {template!r}: a chat template must be self-contained"
+            )
+
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"**", "*"})
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "**" and _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
+                if right * math.log2(abs(left)) > MAX_POWER_BITS:
+                    raise TemplateLimitError(f"{left} ** {right} has more than {MAX_POWER_BITS} bits")
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, (str, list, tuple)) and _is_int(n) and len(seq) * n > MAX_OUTPUT:
+                        raise TemplateLimitError(f"a {type(seq).__name__} of {len(seq)} times {n} is too long")
+            return super().call_binop(context, operator, left, right)
+
+    env = BoundedSandbox(
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols], loader=NoLoader()
+    )
+    env.globals.pop("lipsum", None)  # lipsum(n=10**9) is text without end
+    env.filters = {k: _bounded_filter(f) for k, f in env.filters.items()}
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
-    return env.from_string(source)
+    return env
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@lru_cache(maxsize=8)
+def compile_jinja(source: str):
+    """Compile a chat template as HF's `_compile_jinja_template` does (in the bounded sandbox
+    above). Raises jinja2 errors."""
+    return _bounded_environment().from_string(source)
+
+
+def _deadline_trace(deadline: float):
+    """A sys.settrace function that stops template code (loops too) past `deadline`; other
+    frames are not traced."""
+    count = 0
+
+    def local(frame, event, arg):
+        nonlocal count
+        count += 1
+        if count % 256 == 0 and time.monotonic() > deadline:
+            raise TemplateLimitError(f"rendering took more than {RENDER_SECONDS:g} s")
+        return local
+
+    def call(frame, event, arg):
+        return local if frame.f_code.co_filename == "<template>" else None
+
+    return call
 
 
 def render_jinja(
     source: str, messages: list[dict], *, bos_token: str = "", eos_token: str = "", add_generation_prompt: bool = True
 ) -> str:
-    """The template's output exactly as HF `apply_chat_template(tokenize=False)` gives it."""
-    return compile_jinja(source).render(
-        messages=messages, bos_token=bos_token, eos_token=eos_token, add_generation_prompt=add_generation_prompt
-    )
+    """The template's output exactly as HF `apply_chat_template(tokenize=False)` gives it.
+    Raises jinja2's TemplateError for what the template itself refuses (raise_exception, an
+    undefined or unsafe name), ModelError for everything else, naming the template's line."""
+    import jinja2
+
+    chunks, n = [], 0
+    old = sys.gettrace()
+    sys.settrace(_deadline_trace(time.monotonic() + RENDER_SECONDS))
+    try:
+        for chunk in compile_jinja(source).generate(
+            messages=messages, bos_token=bos_token, eos_token=eos_token, add_generation_prompt=add_generation_prompt
+        ):
+            n += len(chunk)
+            if n > MAX_OUTPUT:
+                raise TemplateLimitError(f"its text passed {MAX_OUTPUT} characters")
+            chunks.append(chunk)
+    except jinja2.exceptions.TemplateError:
+        raise
+    except (Exception, RecursionError) as e:
+        raise ModelError(
+            f"the chat template cannot be rendered{_template_line(e)}: {_problem(e)}; "
+            f"choose a built-in one with --template {'|'.join(BUILTIN)}"
+        ) from None
+    finally:
+        sys.settrace(old)
+    return "".join(chunks)
+
+
+def _template_line(e: BaseException) -> str:
+    line, tb = None, e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (line {line})" if line else ""
+
+
+def _problem(e: BaseException) -> str:
+    if isinstance(e, TemplateLimitError):
+        return str(e)
+    if isinstance(e, RecursionError):
+        return "it recurses without end"
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
 # ---- the template a chat uses ----
@@ -260,6 +382,17 @@ def from_jinja(source: str, *, bos_token: str = "", eos_token: str = "", origin:
             f"{origin}: chat template does not parse (line {e.lineno}: {e.message}); "
             f"choose a built-in one with --template {'|'.join(BUILTIN)}"
         ) from None
+    except (Exception, RecursionError) as e:
+        raise ModelError(
+            f"{origin}: chat template does not compile ({_problem(e)}); "
+            f"choose a built-in one with --template {'|'.join(BUILTIN)}"
+        ) from None
+    try:  # a template that fails on every conversation is found before the first message
+        render_jinja(source, [{"role": "user", "content": "Hi"}], bos_token=bos_token, eos_token=eos_token)
+    except ModelError as e:
+        raise ModelError(f"{origin}: {e}") from None
+    except jinja2.exceptions.TemplateError:
+        pass  # what the template refuses depends on the conversation; render() reports it
     family = detect_family(source)
     stops = STOP_TEXTS.get(family, ()) if family else ()
     if eos_token and eos_token not in stops:

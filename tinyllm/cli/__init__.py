@@ -7,10 +7,13 @@ keeps its heavy imports (numba, the model) inside the function it runs, so `--he
 """
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import traceback
 
 from ..errors import TinyLLMError
+from ..printable import printable
 
 COMMANDS = ["chat", "run", "bench", "perplexity", "quantize", "imatrix", "info", "tokenize"]  # module cli/<name>_command.py each
 
@@ -26,7 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanups run (write_gguf removes its temp file)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    old = signal.signal(signal.SIGTERM, _on_sigterm)  # like Ctrl+C: clean up, one line, exit 143
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -37,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     except TinyLLMError as e:
         if args.verbose:
             traceback.print_exc()
-        print(f"tinyllm: error: {e}", file=sys.stderr)
+        print(f"tinyllm: error: {printable(e)}", file=sys.stderr)  # it may quote the file
         return 1
     except KeyboardInterrupt:
         print("\ntinyllm: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("tinyllm: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         # `tinyllm run ... | head`: the reader left; nothing more to say.
         sys.stderr.close()

@@ -53,6 +53,7 @@ def run(args):
     from ..model import load
 
     model = load(resolve_model(args.model), n_ctx=max(n_ctx, 1), threads=threads[0], kv_type=kv_type)
+    options.warn_past_trained_context(model, n_ctx, "-d + -p/-n")
     err = sys.stderr
     seconds = model.warmup(notice=err)
     print(f"bench: kernels ready in {seconds:.2f} s (JIT compile or cache load, not counted below)", file=err, flush=True)
@@ -86,8 +87,10 @@ def run(args):
         json.dump([r.as_dict() for r in results], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        for line in markdown_table([markdown_row(r) for r in results]):
-            print(line)
+        from ..printable import printable
+
+        for line in markdown_table([[printable(c) for c in markdown_row(r)] for r in results]):
+            print(line)  # the model column comes from the file
     return 0
 
 

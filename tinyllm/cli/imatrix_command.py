@@ -1,5 +1,5 @@
 """`tinyllm imatrix -m MODEL -f TEXT [-o imatrix.gguf]`: an importance matrix as llama-imatrix
-computes it (tinyllm/quantize/imatrix_collect.py), for `tinyllm quantize --imatrix`.
+computes it (tinyllm/quantization/imatrix_collect.py), for `tinyllm quantize --imatrix`.
 
 stdout gets what llama-imatrix prints as results: the running PPL per chunk `[1]8.1234,[2]...`
 and `Final estimate: PPL = X +/- Y`; notes go to stderr, with a progress bar on a terminal.
@@ -39,7 +39,7 @@ def register(sub):
 
 
 def _saver(args):
-    from ..quantize.imatrix import save_imatrix, save_imatrix_legacy
+    from ..quantization.imatrix import save_imatrix, save_imatrix_legacy
 
     fmt = args.output_format or ("dat" if args.output.endswith(".dat") else "gguf")
     write = save_imatrix_legacy if fmt == "dat" else save_imatrix
@@ -75,8 +75,8 @@ class _Bar:
 
 def run(args):
     from ..errors import UsageError
-    from ..quantize.imatrix import load_imatrix
-    from ..quantize.imatrix_collect import combine_imatrix, compute_imatrix
+    from ..quantization.imatrix import load_imatrix
+    from ..quantization.imatrix_collect import combine_imatrix, compute_imatrix
 
     err, out = sys.stderr, sys.stdout
     if args.n_ctx < 4:

@@ -6,6 +6,7 @@ bytes, BPW = size·8 / parameters; the file type is general.file_type by llama.c
 from collections import Counter
 
 from ..errors import ModelError, show
+from ..printable import printable
 
 KV_VALUE_BYTES = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}
 
@@ -33,7 +34,7 @@ def describe(gguf, kv_type: str = "f16") -> list[tuple[str, str]]:
     """(label, value) lines describing the model."""
     from ..bench import format_params, format_size, ftype_name, summarize
     from ..model.config import ModelConfig
-    from ..quantize.rules import type_name
+    from ..quantization.rules import type_name
     from ..tokenizer.metadata import describe_metadata
 
     s = summarize(gguf)
@@ -113,5 +114,5 @@ def run(args):
         lines = describe(g, kv_type)
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
-        print(f"{k:<{width}} = {v}")
+        print(printable(f"{k:<{width}} = {v}"))  # names and tensor types come from the file
     return 0

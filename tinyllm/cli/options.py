@@ -6,6 +6,7 @@ bad value is one line `tinyllm: error: ...` with exit code 1, like every other e
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import UsageError
 
@@ -130,7 +131,21 @@ def load_model(args, *, n_ctx: int | None = None, chat: bool = False):
     path = resolve_model(model_arg(args), chat=chat)
     from ..model import load
 
-    return load(path, n_ctx=n_ctx, threads=threads, kv_type=kv_type)
+    model = load(path, n_ctx=n_ctx, threads=threads, kv_type=kv_type)
+    warn_past_trained_context(model, n_ctx)
+    return model
+
+
+def warn_past_trained_context(model, n_ctx: int, flag: str = "-c") -> None:
+    """One line on stderr when -c passes the context the model was trained with (it runs, but
+    positions past it were never seen in training)."""
+    trained = int(model.config.n_ctx_train)
+    if 0 < trained < n_ctx:
+        print(
+            f"tinyllm: warning: a context of {n_ctx} tokens ({flag}) is beyond the model's trained context of {trained} tokens; "
+            "text past that may degrade",
+            file=sys.stderr,
+        )
 
 
 def sampling_params(args):

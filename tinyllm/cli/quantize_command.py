@@ -3,6 +3,7 @@ import sys
 import time
 
 from ..errors import UsageError
+from ..printable import printable
 
 TYPES_HELP = """\
 types (any case; approximate bits per weight on Llama-3-8B):
@@ -82,14 +83,14 @@ class _Progress:
         self.t0 = time.perf_counter()
 
     def line(self, i: int, t, tail: str) -> str:
-        from ..quantize.rules import type_name
+        from ..quantization.rules import type_name
 
         w = self.width
-        return (f"[{i:{w}d}/{self.count:{w}d}] {t.name:<{self.name_width}} - [{_shape(t.ne)}], "
+        return (f"[{i:{w}d}/{self.count:{w}d}] {printable(t.name):<{self.name_width}} - [{_shape(t.ne)}], "
                 f"type = {type_name(t.src_type):>6}, {tail}")
 
     def __call__(self, ev) -> None:
-        from ..quantize.rules import type_name
+        from ..quantization.rules import type_name
 
         t = ev.tensor
         if t.converts:
@@ -140,12 +141,12 @@ def _split_paths(paths):
 
 
 def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
+    print(f"warning: {printable(msg)}", file=sys.stderr)
 
 
 def run(args):
-    from ..quantize.rules import parse_ftype, type_name
-    from ..quantize.pipeline import default_output_path, quantize_file
+    from ..quantization.rules import parse_ftype, type_name
+    from ..quantization.pipeline import default_output_path, quantize_file
 
     src, dst, tname = _split_paths(args.paths)
     ftype = parse_ftype(tname)
@@ -219,7 +220,7 @@ def _report_imatrix(plan, args) -> None:
     if not args.quiet:
         for t in converted:
             if not t.imatrix:
-                print(f"  no importance weights for {t.name}", flush=True)
+                print(f"  no importance weights for {printable(t.name)}", flush=True)
 
 
 def _requantized(plan):
@@ -229,7 +230,7 @@ def _requantized(plan):
 
 
 def _report_plan(plan, args) -> None:
-    from ..quantize.rules import block_size, type_name
+    from ..quantization.rules import block_size, type_name
 
     if args.quiet and plan.fallbacks:
         from collections import Counter

@@ -1,10 +1,11 @@
 """Model: config + quantized weights + KV cache + forward pass of one GGUF file."""
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError, UsageError
+from ..errors import ModelBusyError, ModelError, UsageError
 from ..jit import touch_marker
 from . import forward as fw
 from . import ops
@@ -39,6 +40,11 @@ class Model:
         self._decode = fw.Scratch(config, 1)
         self._tokenizer = None
         self.compile_seconds = None
+        # One KV cache: one generation at a time. `_user` is (thread, generation) from the
+        # generation's start to its end; `_running` is held during each forward call.
+        self._guard = threading.Lock()
+        self._user = None
+        self._running = threading.Lock()
 
     # -- convenience ------------------------------------------------------------------------
 
@@ -64,10 +70,12 @@ class Model:
 
     def reset(self):
         """Forget every cached token."""
+        self._check_user()
         self.kv.reset()
 
     def truncate(self, n_past: int):
         """Keep the first n_past cached positions (see KVCache.truncate for the sliding-window limit)."""
+        self._check_user()
         self.kv.truncate(n_past)
 
     def close(self):
@@ -82,6 +90,40 @@ class Model:
     def __repr__(self):
         c = self.config
         return f"Model({self.path.name}: {c.arch}, {c.n_layer} layers, n_embd {c.n_embd}, n_ctx {self.kv.n_ctx}, KV {self.kv.kv_type})"
+
+    # -- one user at a time -----------------------------------------------------------------
+
+    def claim_kv(self, generation) -> None:
+        """Make `generation` the user of the KV cache until release_kv(generation). Raises
+        ModelBusyError while a generation of another (live) thread is unfinished; in the same
+        thread a new generation supersedes an unfinished one (which then refuses to go on).
+        The holder claiming again moves the claim to the calling thread (a generation made in
+        one thread may be iterated in another)."""
+        me = threading.current_thread()
+        with self._guard:
+            if self._user is None or self._user[1] is not generation:
+                self._check_user(me)
+            self._user = (me, generation)  # its own claim again: the thread iterating it now
+
+    def release_kv(self, generation) -> None:
+        with self._guard:
+            if self._user is not None and self._user[1] is generation:
+                self._user = None
+
+    def kv_user(self):
+        """The generation that holds the KV cache now, or None."""
+        u = self._user
+        return None if u is None else u[1]
+
+    def _check_user(self, me=None) -> None:
+        me = me or threading.current_thread()
+        u = self._user
+        if u is not None and u[0] is not me and u[0].is_alive() and not getattr(u[1], "done", False):
+            raise ModelBusyError(
+                f"{self.path.name} is generating in another thread ({u[0].name}): a model and its KV "
+                "cache serve one generation at a time; load the model once per thread (the weights "
+                "are memory-mapped and shared) or wait for that generation to end"
+            )
 
     # -- forward ----------------------------------------------------------------------------
 
@@ -136,16 +178,25 @@ class Model:
         bad = (tokens < 0) | (tokens >= V)
         if bad.any():
             raise UsageError(f"token id {int(tokens[bad][0])} is out of range for a vocabulary of {V} tokens")
-        self.kv.check_room(len(tokens))
-        if self.compile_seconds is None:
-            self.warmup()
-        pos0 = self.kv.n_past
-        logits = self._forward(tokens.astype(np.int32), all_logits)
-        # NaN/Inf would reach the sampler as a silent garbage token (or an IndexError)
-        if not _finite(logits):
-            bad = int((~np.isfinite(logits)).sum())
-            raise ModelError(self._nonfinite_message(f"{bad} of {logits.size} logits", pos0))
-        return logits
+        self._check_user()
+        if not self._running.acquire(blocking=False):
+            raise ModelBusyError(
+                f"{self.path.name}: forward() is running in another thread; a model and its KV cache "
+                "serve one caller at a time (load the model once per thread)"
+            )
+        try:
+            self.kv.check_room(len(tokens))
+            if self.compile_seconds is None:
+                self.warmup()
+            pos0 = self.kv.n_past
+            logits = self._forward(tokens.astype(np.int32), all_logits)
+            # NaN/Inf would reach the sampler as a silent garbage token (or an IndexError)
+            if not _finite(logits):
+                bad = int((~np.isfinite(logits)).sum())
+                raise ModelError(self._nonfinite_message(f"{bad} of {logits.size} logits", pos0))
+            return logits
+        finally:
+            self._running.release()
 
     def _watched_forward(self, tokens: np.ndarray):
         """The model's first forward pass, with the input of every matmul checked for NaN/Inf:

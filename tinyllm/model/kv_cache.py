@@ -11,6 +11,7 @@ Models with sliding-window layers (Gemma 3) get two groups, as llama.cpp's iswa 
   fit in it, so no cell is overwritten while a query can see it.
 n_ctx itself is rounded up to a multiple of 256, as llama.cpp does (§3.2).
 """
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,21 @@ PARALLEL_MIN_KEYS = 1024  # decode attention over fewer (keys x KV heads) runs o
 
 def pad_256(n: int) -> int:
     return (n + 255) // 256 * 256
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (a KV cache larger than that can never be filled)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: numpy's own MemoryError is still caught
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
 
 
 def kv_row_nbytes(kv_type: str, n: int) -> int:
@@ -105,13 +121,21 @@ class KVCache:
         swa = [il for il in range(config.n_layer) if config.swa_layers[il]]
         full = [il for il in range(config.n_layer) if not config.swa_layers[il]]
         self.iswa = bool(swa) and config.n_swa > 0
-        self.groups: list[KVGroup] = []
         if self.iswa:
             n_swa_cells = pad_256(min(self.n_ctx, config.n_swa + self.n_ubatch))
-            self.groups.append(KVGroup("non-SWA", full, self.n_ctx, 0, config.n_head_kv, d, kv_type))
-            self.groups.append(KVGroup("SWA", swa, n_swa_cells, config.n_swa, config.n_head_kv, d, kv_type))
+            plan = [("non-SWA", full, self.n_ctx, 0), ("SWA", swa, n_swa_cells, config.n_swa)]
         else:
-            self.groups.append(KVGroup("", range(config.n_layer), self.n_ctx, 0, config.n_head_kv, d, kv_type))
+            plan = [("", range(config.n_layer), self.n_ctx, 0)]
+        row = kv_row_nbytes(kv_type, config.n_head_kv * d)
+        need = sum(2 * row * cells * len(layers) for _, layers, cells, _ in plan)
+        if need > physical_memory():
+            raise UsageError(self._too_big(config, need, f"more than the {format_bytes(physical_memory())} of "
+                                                         "memory of this machine"))
+        try:
+            self.groups = [KVGroup(name, layers, cells, window, config.n_head_kv, d, kv_type)
+                           for name, layers, cells, window in plan]
+        except MemoryError:
+            raise UsageError(self._too_big(config, need, "which could not be allocated")) from None
         self._where = {}
         for g in self.groups:
             for slot, il in enumerate(g.layers):
@@ -126,6 +150,12 @@ class KVCache:
         n_tasks = self._max_chunks * config.n_head_kv
         self._part_o = np.empty((n_tasks, group, d), np.float32)
         self._part_ml = np.empty((n_tasks, group, 2), np.float32)
+
+    def _too_big(self, config, need: int, why: str) -> str:
+        return (
+            f"a KV cache of n_ctx {self.n_ctx} tokens ({self.kv_type}) would need {format_bytes(need)}, {why}; "
+            f"the model was trained with a context of {config.n_ctx_train} tokens: lower the context size (-c)"
+        )
 
     # -- sizes and reports ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ that combining files (`tinyllm imatrix --in-file`) rebuilds the raw sums as llam
     load_imatrix(path) -> Imatrix     .weights(name): float32 mean of x² per column, as llama-quantize uses
     select_entries(imatrix, include, exclude) -> Imatrix   llama-quantize's --include/--exclude-weights
 
-Computing one from a model and a text: tinyllm/quantize/imatrix_collect.py.
+Computing one from a model and a text: tinyllm/quantization/imatrix_collect.py.
 """
 from __future__ import annotations
 
