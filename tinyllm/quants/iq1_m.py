@@ -135,13 +135,13 @@ def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
     for i1 in range(17):
         for i2 in range(i1, 17):
             sx = (px[:, :, i1] + px[:, :, i2]).astype(F32)  # (2, N)
-            qxp, qxm = (tp - sx).astype(F32), (tm - sx).astype(F32)
-            q2p = (((wp + (pw[:, :, i1] * _CP1).astype(F32)).astype(F32)) + (pw[:, :, i2] * _CP2).astype(F32)).astype(F32)
-            q2m = (((wm + (pw[:, :, i1] * _CM1).astype(F32)).astype(F32)) + (pw[:, :, i2] * _CM2).astype(F32)).astype(F32)
-            for k, (qa, qb, wa, wb2) in enumerate(((qxp, qxp, q2p, q2p), (qxp, qxm, q2p, q2m),
-                                                   (qxm, qxp, q2m, q2p), (qxm, qxm, q2m, q2m))):
-                sqx = (qa[0] + qb[1]).astype(F32)
-                sq2 = (wa[0] + wb2[1]).astype(F32)
+            qx = ((tp - sx).astype(F32), (tm - sx).astype(F32))  # per shift: +1/8, -1/8
+            a1, a2 = pw[:, :, i1], pw[:, :, i2]
+            q2 = ((((wp + (a1 * _CP1).astype(F32)).astype(F32)) + (a2 * _CP2).astype(F32)).astype(F32),
+                  (((wm + (a1 * _CM1).astype(F32)).astype(F32)) + (a2 * _CM2).astype(F32)).astype(F32))
+            for k in range(4):  # group 0 minus = k >> 1, group 1 minus = k & 1
+                sqx = (qx[k >> 1][0] + qx[k & 1][1]).astype(F32)
+                sq2 = (q2[k >> 1][0] + q2[k & 1][1]).astype(F32)
                 take = live & (sq2 > 0) & ((sqx * sqx).astype(F32) > (best * sq2).astype(F32))
                 scale = np.where(take, (sqx / np.where(take, sq2, _F1)).astype(F32), scale)
                 best = np.where(take, (scale * sqx).astype(F32), best)
