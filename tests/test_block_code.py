@@ -18,8 +18,9 @@ BLOCK_DTYPES = {t: s.block for t, s in TYPES.items()}
 # every block type gguf-py can dequantize (Q8_K is tested by hand below)
 BLOCK_TYPES = [t for t in TYPES if t not in FLOAT_TYPES and t != GGMLType.Q8_K]
 QUANTIZE_TYPES = [t for t, s in TYPES.items() if s.quantize_ref is not None and t != GGMLType.Q8_K]
-# test-quantize-fns skips the types without a from_float_ref (those ggml quantizes only with an imatrix)
-ROUNDTRIP_TYPES = [t for t in QUANTIZE_TYPES if not TYPES[t].needs_imatrix]
+# test-quantize-fns skips the types without a from_float (those ggml quantizes only with an imatrix,
+# and IQ1_M, whose imatrix is optional but which has no from_float either)
+ROUNDTRIP_TYPES = [t for t in QUANTIZE_TYPES if not TYPES[t].needs_imatrix and t != GGMLType.IQ1_M]
 
 
 def quantize_q8_K_ref(x):

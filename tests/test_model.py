@@ -68,8 +68,7 @@ CASES = [
     ("llama", "Q6_K"), ("llama", "F16"), ("llama", "Q4_1"), ("llama", "Q5_1"), ("qwen2", "Q8_0"), ("qwen2", "Q4_K"),
     ("qwen3", "Q8_0"), ("qwen3", "Q4_K"), ("qwen3", "Q5_1"),
     ("gemma3", "Q8_0"), ("gemma3", "Q5_0"), ("gemma3", "Q4_K"), ("gemma3", "Q6_K"),
-    # IQ grid types quantized by tinyllm (IQ2_XXS, IQ2_XS, IQ1_S with a uniform imatrix); IQ1_M, which
-    # has no quantizer yet, from hand-built blocks (tinymodels.py)
+    # IQ grid types quantized by tinyllm (IQ2_XXS, IQ2_XS, IQ1_S with a uniform imatrix; IQ1_M without one)
     ("llama", "IQ3_S"), ("gemma3", "IQ3_S"), ("llama", "IQ3_XXS"), ("llama", "IQ2_XXS"), ("llama", "IQ2_XS"),
     ("llama", "IQ2_S"), ("llama", "IQ1_S"), ("gemma3", "IQ1_M"),
 ]

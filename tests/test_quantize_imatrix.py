@@ -37,8 +37,9 @@ FILES = {
     **{f"imatrix-pure-{m}": (m, {"pure": True}) for m in ("Q2_K", "Q3_K_S", "Q4_0", "Q5_0", "Q4_1", "Q5_1",
                                                           "Q4_K_S", "Q5_K_S", "Q6_K", "IQ4_NL", "IQ4_XS",
                                                           "IQ3_S")},
-    **{f"imatrix-{m}": (m, {}) for m in ("IQ3_XS", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S")},
-    **{f"imatrix-pure-{m}": (m, {"pure": True}) for m in ("IQ3_XXS", "IQ2_M")},
+    **{f"imatrix-{m}": (m, {}) for m in ("IQ3_XS", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S",
+                                         "IQ1_M")},
+    **{f"imatrix-pure-{m}": (m, {"pure": True}) for m in ("IQ3_XXS", "IQ2_M", "IQ1_M")},
     "imatrix-exclude-ffn_down-Q4_K_M": ("Q4_K_M", {"exclude_weights": ["ffn_down"]}),
     "imatrix-include-attn_-ffn_up-Q3_K_M": ("Q3_K_M", {"include_weights": ["attn_", "ffn_up"]}),
 }

@@ -93,7 +93,7 @@ def test_imatrix_types_are_those_with_an_impl_path():
                                   GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K,
                                   GGMLType.IQ4_NL, GGMLType.IQ4_XS, GGMLType.IQ3_S,
                                   GGMLType.IQ3_XXS, GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ2_S,
-                                  GGMLType.IQ1_S}
+                                  GGMLType.IQ1_S, GGMLType.IQ1_M}
 
 
 @pytest.mark.parametrize("t", IMATRIX_TYPES, ids=lambda t: t.name)
@@ -291,7 +291,7 @@ def test_types_that_need_an_imatrix_refuse_to_quantize_without(t):
     "t, value",
     [(GGMLType.Q8_0, 1e7), (GGMLType.Q4_0, 1e6), (GGMLType.Q5_1, -1e5), (GGMLType.Q4_K, 1e8),
      (GGMLType.Q6_K, 1e10), (GGMLType.F16, 7e4), (GGMLType.IQ4_NL, 1e7), (GGMLType.IQ4_XS, 1e9),
-     (GGMLType.IQ3_S, 1e8), (GGMLType.IQ3_XXS, 1e8), (GGMLType.IQ2_S, 1e8)],
+     (GGMLType.IQ3_S, 1e8), (GGMLType.IQ3_XXS, 1e8), (GGMLType.IQ2_S, 1e8), (GGMLType.IQ1_M, 1e8)],
     ids=lambda v: getattr(v, "name", str(v)),
 )  # fmt: skip
 def test_fp16_scale_overflow_refused_naming_the_row(t, value):

@@ -9,8 +9,7 @@ Stable signature (other test files rely on it):
     make_tiny_model(tmp_path, arch="llama" | "qwen2" | "gemma3", wtype="Q8_0", seed=0, **overrides) -> Path
 
 `wtype` is the type of every 2-D weight (any type tinyllm quantizes: F32, F16, BF16, Q4_0,
-Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ3_S, ...; or an IQ grid type tinyllm cannot quantize yet, whose
-blocks are then built by hand: see `_hand_built_blocks`); norms and biases stay F32. K-quant and
+Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ3_S, ..., IQ1_M); norms and biases stay F32. K-quant and
 IQ grid types get n_embd 256 so every row length is a multiple of 256. Weights are random,
 quantized with tinyllm's own block code and written with `tinyllm.gguf_io.write_gguf`. The same (arch, wtype, seed, overrides) always
 gives the same bytes, and a file already in tmp_path is reused.
@@ -127,43 +126,9 @@ def _quantize(x: np.ndarray, t: GGMLType) -> np.ndarray:
     from tinyllm.quants.registry import TYPES, quantize
 
     x = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
-    if t in IQ_GRID_TYPES and TYPES[t].quantize_rows is None:
-        return _hand_built_blocks(x, t)
     if TYPES[t].needs_imatrix:  # IQ2_XXS, IQ2_XS, IQ1_S: uniform importance
         return quantize(x, t, imatrix=np.ones(x.shape[1], np.float32))
     return quantize(x, t)
-
-
-def _set_block_scales(raw: np.ndarray, t: GGMLType, d: np.ndarray) -> None:
-    """Write the fp16 super-block scale d (nb,) into raw blocks (nb, block bytes): the `d` field,
-    or for IQ1_M the top nibbles of its four 16-bit scale words."""
-    from tinyllm.quants.registry import TYPES
-
-    b = raw.reshape(-1).view(TYPES[t].block)
-    if t == GGMLType.IQ1_M:
-        bits = d.astype(np.float16).view(np.uint16)
-        for k in range(4):
-            b["scales"][:, k] = (b["scales"][:, k] & 0x0FFF) | (((bits >> (4 * k)) & 15) << 12)
-    else:
-        b["d"] = d.astype(np.float16)
-
-
-def _hand_built_blocks(x: np.ndarray, t: GGMLType) -> np.ndarray:
-    """Blocks of an IQ grid type for rows x without a quantizer: random grid indices, signs and
-    sub-block scales (seeded by x), each block's fp16 scale chosen so that the block has the RMS
-    of x's 256 values. Not an approximation of x, but weights of the right size for a forward
-    pass checked against the float64 reference over the same dequantized blocks."""
-    from tinyllm.quants.registry import TYPES, dequantize
-
-    s = TYPES[t]
-    nb = x.size // 256
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha1(x.tobytes()).digest()[:8], "little"))
-    raw = rng.integers(0, 256, (nb, s.block_nbytes), dtype=np.uint8)
-    _set_block_scales(raw, t, np.ones(nb, np.float16))
-    have = np.sqrt(np.mean(np.square(dequantize(raw, t, (nb, 256)), dtype=np.float64), axis=1))
-    want = np.sqrt(np.mean(np.square(x.reshape(nb, 256), dtype=np.float64), axis=1))
-    _set_block_scales(raw, t, np.where(have > 0, want / np.where(have > 0, have, 1.0), 0.0))
-    return raw.reshape(x.shape[0], -1)
 
 
 def make_tiny_model(tmp_path, arch: str = "llama", wtype: str = "Q8_0", seed: int = 0, **overrides) -> Path:

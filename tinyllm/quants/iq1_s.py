@@ -25,7 +25,7 @@ from . import act
 from .blocks import F32, NONFINITE, OVERFLOW, as_rows, fp16_field, out_rows, put16, quiet, read_fp16, read_u16, seq_sum
 from .blocks import validate_fp16
 from .fp16 import fp32_to_fp16
-from .iq_grids import IQ1_DELTA, grid, search_tables
+from .iq_grids import IQ1_DELTA, IQ1_XM, IQ1_XP, grid, iq1_best_neighbours, iq1_find_neighbour, search_tables
 from .rounding import nearest_int, nearest_int_np, row_nonfinite
 from .iq_tiles import grid_dot_ref, iq1_virtual_grid, tile_arrays, tile_plain
 from .spec import TypeSpec
@@ -37,8 +37,7 @@ GRID = grid(GGMLType.IQ1_S)  # int8 (2048, 8), values -1, 0, 1
 VGRID = iq1_virtual_grid(GRID)  # int8 (4096, 8)
 K = F32(0.125)
 _F0, _F05, _F1, _F2 = F32(0), F32(0.5), F32(1), F32(2)
-_XP = np.array([-1 + IQ1_DELTA, IQ1_DELTA, 1 + IQ1_DELTA], np.float32)  # levels with delta +1/8
-_XM = np.array([-1 - IQ1_DELTA, -IQ1_DELTA, 1 - IQ1_DELTA], np.float32)  # with delta -1/8
+_XP, _XM = IQ1_XP, IQ1_XM  # the levels with delta +1/8, -1/8
 _EPS, _FLT_MAX, _FUDGE = F32(1e-12), F32(3.4028234663852886e38), F32(1.125)  # GROUP_MAX_EPS_IQ1_S
 
 
@@ -71,27 +70,6 @@ def dot_ref(raw, qs, d, bsums=None):
 
 
 # -- quantizer ------------------------------------------------------------------------------------
-
-
-def _neighbours_ref(tables, u, xb, w, scale, xx):
-    """iq1_find_best_neighbour2 for M groups: codes u (M,), x / weights (M, 8), scale (M,),
-    level values xx (M, 3) -> grid point (M,) of least Σ w*(scale*xx[l] - x)² (first wins)."""
-    pos, _, start, count, flat = tables
-    st, cnt = start[u], count[u]
-    best = np.full(u.shape, _FLT_MAX, F32)
-    point = np.full(u.shape, -1, np.int64)
-    rows = np.arange(u.size)
-    for c in range(int(cnt.max()) if u.size else 0):
-        j = flat[st + np.minimum(c, cnt - 1)]
-        lv = (pos[j].astype(np.int64) - 1) // 2  # (M, 8)
-        d2 = np.zeros(u.shape, F32)
-        for i in range(8):
-            diff = (scale * xx[rows, lv[:, i]]).astype(F32) - xb[:, i]
-            d2 = d2 + (w[:, i] * diff).astype(F32) * diff
-        better = (c < cnt) & (d2 < best)
-        best = np.where(better, d2, best)
-        point = np.where(better, j, point)
-    return point
 
 
 @quiet
@@ -152,7 +130,7 @@ def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
     off = live[:, None] & (gi < 0)
     if off.any():
         n, k = np.nonzero(off)
-        gi[n, k] = _neighbours_ref(tables, u[n, k], xs.reshape(N, 4, 8)[n, k], w.reshape(N, 4, 8)[n, k], scale[n], xx[n])
+        gi[n, k] = iq1_best_neighbours(tables, u[n, k], xs.reshape(N, 4, 8)[n, k], w.reshape(N, 4, 8)[n, k], scale[n], xx[n])
         redo = off.any(axis=1)
         lv = (pos[np.maximum(gi, 0)].astype(np.int64) - 1) // 2  # (N, 4, 8)
         q = np.take_along_axis(xx, lv.reshape(N, 32), axis=1)
@@ -177,23 +155,6 @@ def quantize_ref(x: np.ndarray, qw=None) -> np.ndarray:
     b["qh"] = qh | np.where(has[:, None], l << 12, 0)
     validate_fp16(b["d"], x, GGMLType.IQ1_S, "block scale d")
     return out_rows(b, rows)
-
-
-@jit_exact
-def _neighbour(pos, start, count, flat, u, xr, xo, w, o, scale, xx):
-    best = _FLT_MAX
-    gbest = -1
-    for c in range(start[u], start[u] + count[u]):
-        j = flat[c]
-        d2 = _F0
-        for i in range(8):
-            q = xx[(np.int64(pos[j, i]) - 1) // 2]
-            diff = F32(F32(scale * q) - xr[xo + i])
-            d2 = F32(d2 + F32(F32(w[o + i] * diff) * diff))
-        if d2 < best:
-            best = d2
-            gbest = j
-    return gbest
 
 
 @jit_exact
@@ -289,7 +250,7 @@ def _rows(x, xu, out, status, qw, pos, kmap, start, count, flat):
                     g = kmap[u]
                     if g < 0:
                         all_on = False
-                        g = _neighbour(pos, start, count, flat, u, xr, xb + 8 * k, w, 8 * k, scale, xx)
+                        g = iq1_find_neighbour(pos, start, count, flat, u, xr, xb + 8 * k, w, 8 * k, scale, xx)
                     gi[k] = g
                 if not all_on:
                     sqx = _F0

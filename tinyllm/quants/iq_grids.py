@@ -6,6 +6,7 @@ whose tables were checked equal to ggml-common.h's. Each is built once, on first
     KSIGNS      uint8 (128,): ksigns_iq2xs, 7-bit sign index -> 8 sign bits with even parity
     KVALUES     int8 (16,): kvalues_iq4nl, the non-linear 4-bit grid of IQ4_NL / IQ4_XS
     IQ1_DELTA   0.125, the offset IQ1_S / IQ1_M add to every grid value
+    IQ1_XP, IQ1_XM  float32 (3,): IQ1's levels -1, 0, +1 shifted by +1/8 and by -1/8
     search_tables(type)  the quantizers' grid search tables (kquants-family.md §3.5)
 """
 import functools
@@ -19,6 +20,8 @@ from .types import GGMLType
 KSIGNS = np.frombuffer(bytes(gq.IQ2_XXS.ksigns), dtype=np.uint8).copy().reshape(128)
 KVALUES = np.array(tuple(gq.IQ4_NL.kvalues), dtype=np.int8).reshape(16)
 IQ1_DELTA = np.float32(0.125)
+IQ1_XP = np.array([-1 + IQ1_DELTA, IQ1_DELTA, 1 + IQ1_DELTA], np.float32)
+IQ1_XM = np.array([-1 - IQ1_DELTA, -IQ1_DELTA, 1 - IQ1_DELTA], np.float32)
 _F0, _FLT_MAX = np.float32(0), np.float32(3.4028234663852886e38)
 
 _CLASSES = {
@@ -141,4 +144,48 @@ def find_neighbour(pos, start, count, flat, u, xval, waux, o, scale, L):
             gbest = j
     for i in range(W):
         L[o + i] = (np.int64(pos[gbest, i]) - 1) // 2
+    return gbest
+
+
+# -- IQ1_S / IQ1_M: levels on the shifted values xx -------------------------------------------
+
+
+def iq1_best_neighbours(tables, u, xb, w, scale, xx):
+    """iq1_find_best_neighbour2 for M groups: codes u (M,), x / weights (M, 8), scale (M,),
+    level values xx (M, 3) -> grid point (M,) of least Σ w*(scale*xx[l] - x)² (first wins)."""
+    pos, _, start, count, flat = tables
+    F32 = np.float32
+    st, cnt = start[u], count[u]
+    best = np.full(u.shape, _FLT_MAX, F32)
+    point = np.full(u.shape, -1, np.int64)
+    rows = np.arange(u.size)
+    for c in range(int(cnt.max()) if u.size else 0):
+        j = flat[st + np.minimum(c, cnt - 1)]
+        lv = (pos[j].astype(np.int64) - 1) // 2  # (M, 8)
+        d2 = np.zeros(u.shape, F32)
+        for i in range(8):
+            diff = (scale * xx[rows, lv[:, i]]).astype(F32) - xb[:, i]
+            d2 = d2 + (w[:, i] * diff).astype(F32) * diff
+        better = (c < cnt) & (d2 < best)
+        best = np.where(better, d2, best)
+        point = np.where(better, j, point)
+    return point
+
+
+@jit_exact
+def iq1_find_neighbour(pos, start, count, flat, u, xr, xo, w, o, scale, xx):
+    """iq1_find_best_neighbour2 for the 8 values xr[xo:xo+8] (weights w[o:o+8]) on levels xx:
+    the grid point of least Σ w*(scale*xx[l] - x)², the first of equals."""
+    best = _FLT_MAX
+    gbest = -1
+    for c in range(start[u], start[u] + count[u]):
+        j = flat[c]
+        d2 = _F0
+        for i in range(8):
+            q = xx[(np.int64(pos[j, i]) - 1) // 2]
+            diff = np.float32(np.float32(scale * q) - xr[xo + i])
+            d2 = np.float32(d2 + np.float32(np.float32(w[o + i] * diff) * diff))
+        if d2 < best:
+            best = d2
+            gbest = j
     return gbest
