@@ -44,7 +44,7 @@ def quantize_rows(x, xu, out, status, qw):
         if row_nonfinite(xu[r]):
             status[r] = NONFINITE
             continue
-        _q8_K_row(x[r : r + 1], qs, d, bsums, 0)
+        _q8_K_row(x[r : r + 1], xu[r : r + 1], qs, d, bsums, 0)
         o = out[r]
         for b in range(nb):
             ob = 292 * b
