@@ -19,6 +19,7 @@ import os
 import random
 import resource
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -138,7 +139,6 @@ def _vm_bytes() -> int:
 def worker_main(base_dir: str, mem_mb: int) -> int:
     from .gguf_mutator import Doc
 
-
     paths = build_bases(base_dir)  # made by the parent already: this only names them, in order
     docs = [Doc.parse(p) for p in paths]
     for p in paths:  # compile (or load from the cache) every kernel before the limits
@@ -149,6 +149,13 @@ def worker_main(base_dir: str, mem_mb: int) -> int:
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing the library might print can garble the protocol
     tmp = tempfile.mkdtemp(prefix="tinyllm-fuzz-")
+    try:
+        return _serve(docs, tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _serve(docs, tmp: str, out) -> int:
     # Library code never prints: whatever reaches fd 2 during a case (a Rust panic's report,
     # a C library's complaint) is what a CLI user would see, so it fails the case.
     err = open(os.path.join(tmp, "stderr"), "w+b")
@@ -321,7 +328,11 @@ def run(seeds, *, jobs: int = 2, timeout: float = 30.0, mem_mb: int = 2048, prog
                     with lock:
                         res.slowest = sorted(res.slowest + [(r["seconds"], r["seed"])], reverse=True)[:5]
             finally:
-                w.proc.stdin.close()
+                w.proc.stdin.close()  # end of input: the worker cleans up and exits
+                try:
+                    w.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
                 w.kill()
 
         threads = [threading.Thread(target=_guard(drive, res), daemon=True) for _ in range(max(1, jobs))]
