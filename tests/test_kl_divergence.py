@@ -136,7 +136,9 @@ def test_running_table_matches_llama_perplexity(result, ref_dir):
     for row, line in zip(result.rows, ref):
         v = [float(x) for x in NUM.findall(line)]
         assert row.chunk == v[0]
-        assert row.ppl[0] == pytest.approx(v[1], rel=1e-3)
+        # rel 2e-3 on PPL is the abs 2e-3 on ln(PPL) of the next line: the quantized model's
+        # kernels sum in another order than ggml's (fused multiply-adds), chunk 1 moves by 1.1e-3
+        assert row.ppl[0] == pytest.approx(v[1], rel=2e-3)
         assert row.ln_ppl_ratio[0] == pytest.approx(v[3], abs=2e-3)
         assert row.kld[0] == pytest.approx(v[5], rel=3e-3)
         assert 100 * row.rms_dp[0] == pytest.approx(v[7], abs=0.005)
