@@ -454,12 +454,12 @@ def test_unreadable_input_and_unwritable_output(golden, tmp_path):
 
 def test_write_refused_by_the_os_is_one_clear_error(golden, tmp_path, monkeypatch):
     """A directory that passes os.access but refuses the temp file (as sysfs does for root)."""
-    import tinyllm.gguf_io
+    import tinyllm.atomic_file
 
     def refuse(*a, **k):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(tinyllm.gguf_io.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tinyllm.atomic_file.tempfile, "mkstemp", refuse)
     with pytest.raises(GGUFError, match=r"cannot write .*o\.gguf: Permission denied"):
         quantize_file(golden / "quant" / "tiny-f32.gguf", tmp_path / "o.gguf", "Q8_0")
     assert _leftovers(tmp_path) == []
@@ -554,12 +554,12 @@ def test_interrupt_and_full_disk_leave_nothing(golden, tmp_path, monkeypatch):
         quantize_file(src, out, "Q4_K_M", progress=interrupt)
     assert _leftovers(tmp_path) == []
 
-    import tinyllm.gguf_io
+    import tinyllm.atomic_file
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(tinyllm.gguf_io.os, "fsync", full)
+    monkeypatch.setattr(tinyllm.atomic_file.os, "fsync", full)
     with pytest.raises(GGUFError, match=r"out\.gguf.*No space left on device"):
         quantize_file(src, out, "Q4_K_M")
     assert _leftovers(tmp_path) == []

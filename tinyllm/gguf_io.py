@@ -23,9 +23,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
-import re
 import struct
-import tempfile
 from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .atomic_file import atomic_write
 from .errors import GGUFError, show
 from .quants.types import BLOCK_SIZES, GGMLType
 
@@ -690,63 +689,16 @@ def write_gguf(
     head = header + b"".join(kv) + b"".join(infos)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tinyllm-{os.getpid()}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            if layout:
-                f.write(b"\0" * (_align(len(head), alignment) - len(head)))
-            for name, ttype, shape, nbytes, data in layout:
-                if callable(data):
-                    data = data()
-                buf = _tensor_bytes(path, name, ttype, shape, nbytes, data)
-                f.write(buf)
-                f.write(b"\0" * (_align(nbytes, alignment) - nbytes))
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def remove_stale_temp_files(path) -> list[Path]:
-    """Remove the temp files write_gguf left beside `path` when its process was killed (SIGKILL,
-    a crash): `.NAME.tinyllm-PID-*.tmp` of a PID that no longer runs, owned by this user.
-    Returns the files removed."""
-    path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.tinyllm-(\d+)-[^/]*\.tmp")
-    removed = []
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return removed
-    for e in entries:
-        m = pattern.fullmatch(e.name)
-        if m is None or int(m.group(1)) == os.getpid():
-            continue
-        try:
-            if not e.is_file(follow_symlinks=False) or e.stat(follow_symlinks=False).st_uid != os.getuid():
-                continue
-            os.kill(int(m.group(1)), 0)
-            continue  # that process still runs: its file is in use
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OSError, OverflowError):
-            continue  # someone else's process (or a pid that cannot be checked): leave it
-        try:
-            os.unlink(e.path)
-            removed.append(Path(e.path))
-        except OSError:
-            pass
-    return removed
+    with atomic_write(path) as f:
+        f.write(head)
+        if layout:
+            f.write(b"\0" * (_align(len(head), alignment) - len(head)))
+        for name, ttype, shape, nbytes, data in layout:
+            if callable(data):
+                data = data()
+            buf = _tensor_bytes(path, name, ttype, shape, nbytes, data)
+            f.write(buf)
+            f.write(b"\0" * (_align(nbytes, alignment) - nbytes))
 
 
 def _tensor_bytes(path: Path, name: str, ttype: GGMLType, shape, nbytes: int, data) -> memoryview:

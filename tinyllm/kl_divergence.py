@@ -21,9 +21,7 @@ agree with llama-perplexity's to float rounding.
 from __future__ import annotations
 
 import math
-import os
 import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from .atomic_file import TempOutput
 from .errors import UsageError
 
 MAGIC = b"_logits_"
@@ -97,34 +96,38 @@ class KLBaseWriter:
     def __init__(self, path, n_ctx: int, n_vocab: int, tokens: np.ndarray):
         self.path = Path(path)
         try:
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            self._out = TempOutput(self.path)
         except OSError as e:
-            raise UsageError(f"cannot write {self.path}: {e.strerror or e}") from None
-        self._f = os.fdopen(fd, "wb")
+            raise self._cannot_write(e) from None
         self.n_ctx, self.n_vocab = int(n_ctx), int(n_vocab)
         tokens = np.asarray(tokens, "<i4")
         n_chunk = len(tokens) // self.n_ctx
-        self._f.write(HEADER.pack(MAGIC, self.n_ctx, self.n_vocab, n_chunk))
-        self._f.write(tokens[: n_chunk * self.n_ctx].tobytes())
+        self._write(HEADER.pack(MAGIC, self.n_ctx, self.n_vocab, n_chunk) + tokens[: n_chunk * self.n_ctx].tobytes())
 
     def write_chunk(self, rows: np.ndarray) -> None:
         if rows.shape != (n_scored(self.n_ctx), row_length(self.n_vocab)):
             raise UsageError(f"{self.path}: a chunk has {n_scored(self.n_ctx)} rows of {row_length(self.n_vocab)}, got {rows.shape}")
-        self._f.write(np.ascontiguousarray(rows, "<u2").tobytes())
+        self._write(np.ascontiguousarray(rows, "<u2").tobytes())
 
     def close(self) -> None:
-        self._f.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)
-        os.replace(self._tmp, self.path)
+        try:
+            self._out.publish(fsync=False)  # the base is remade from the model if a crash loses it
+        except OSError as e:
+            self._out.discard()
+            raise self._cannot_write(e) from None
 
     def abort(self) -> None:
-        self._f.close()
+        self._out.discard()
+
+    def _write(self, data: bytes) -> None:
         try:
-            os.unlink(self._tmp)
-        except OSError:
-            pass
+            self._out.file.write(data)
+        except OSError as e:
+            self._out.discard()
+            raise self._cannot_write(e) from None
+
+    def _cannot_write(self, e: OSError) -> UsageError:
+        return UsageError(f"cannot write {self.path}: {e.strerror or e}")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic_file import atomic_write
 from ..errors import QuantizationError, UsageError
 from ..gguf_io import GGUFFile, GGUFValueType, write_gguf
 from ..quants.types import GGMLType
@@ -98,7 +99,10 @@ def save_imatrix(path, entries: dict[str, ImatrixEntry], datasets=(), chunk_coun
         one = sums.shape[0] == 1
         tensors.append((name + _SUM2, GGMLType.F32, sums.shape[1:] if one else sums.shape, sums))
         tensors.append((name + _COUNTS, GGMLType.F32, (1,) if one else counts.shape, counts))
-    write_gguf(path, metadata, tensors, value_types=value_types)
+    try:
+        write_gguf(path, metadata, tensors, value_types=value_types)
+    except OSError as e:
+        raise QuantizationError(f"{path}: cannot write imatrix file: {e.strerror or e}") from None
 
 
 def save_imatrix_legacy(path, entries: dict[str, ImatrixEntry], datasets=(), chunk_count: int = 0, chunk_size: int = 0) -> None:
@@ -131,26 +135,11 @@ def save_imatrix_legacy(path, entries: dict[str, ImatrixEntry], datasets=(), chu
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
-
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_write(path, fsync=False) as f:
+            f.write(data)
     except OSError as e:
         raise QuantizationError(f"{path}: cannot write imatrix file: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def load_imatrix(path) -> Imatrix:
