@@ -1,7 +1,9 @@
 """Output files appear whole or not at all, for every writer (GGUF, imatrix, KL base): the
 quantize CLI tests cover SIGTERM and stale temps beside a GGUF; these cover the shared code
 and the two other writers."""
+import functools
 import os
+import re
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import pytest
 from tinyllm.atomic_file import atomic_write, remove_stale_temp_files
 from tinyllm.errors import QuantizationError
 from tinyllm.kl_divergence import KLBaseWriter
-from tinyllm.quantization.imatrix import ImatrixEntry, load_imatrix, save_imatrix
+from tinyllm.quantization.imatrix import ImatrixEntry, load_imatrix, save_imatrix, save_imatrix_legacy
 
 
 def _dead_pid() -> int:
@@ -64,16 +66,18 @@ def test_imatrix_writer_removes_stale_temps_and_round_trips(tmp_path):
     assert np.array_equal(got.entries["blk.0.attn_q.weight"].sums, sums)
 
 
-def test_imatrix_write_error_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, save", [("imatrix.gguf", save_imatrix),
+                                         ("imatrix.dat", functools.partial(save_imatrix_legacy, chunk_size=4))])
+def test_imatrix_write_error_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch, name, save):
     import tinyllm.atomic_file
 
     def full(*a, **k):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tinyllm.atomic_file.os, "replace", full)
-    with pytest.raises(QuantizationError, match=r"imatrix\.gguf: cannot write imatrix file: No space left"):
-        save_imatrix(tmp_path / "imatrix.gguf", {"a.weight": ImatrixEntry(sums=np.ones((1, 4), np.float32),
-                                                                          counts=np.ones(1, np.float32))})
+    entries = {"a.weight": ImatrixEntry(sums=np.ones((1, 4), np.float32), counts=np.ones(1, np.float32))}
+    with pytest.raises(QuantizationError, match=rf"{re.escape(name)}: cannot write imatrix file: No space left"):
+        save(tmp_path / name, entries)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -88,21 +92,6 @@ def test_kl_base_appears_only_when_closed(tmp_path):
     w = KLBaseWriter(target, n_ctx=4, n_vocab=3, tokens=np.arange(8))
     w.close()
     assert target.exists() and [p.name for p in tmp_path.iterdir()] == ["base.kld"]
-
-
-def test_legacy_imatrix_write_error_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
-    import tinyllm.atomic_file
-    from tinyllm.quantization.imatrix import save_imatrix_legacy
-
-    def full(*a, **k):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(tinyllm.atomic_file.os, "replace", full)
-    with pytest.raises(QuantizationError, match=r"imatrix\.dat: cannot write imatrix file: No space left"):
-        save_imatrix_legacy(tmp_path / "imatrix.dat", {"a.weight": ImatrixEntry(sums=np.ones((1, 4), np.float32),
-                                                                                counts=np.ones(1, np.float32))},
-                            chunk_size=4)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_kl_base_write_error_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
