@@ -455,3 +455,19 @@ def test_activation_block_sizes_are_ggml_s():
     """The activation block of each kind (the error bounds above are per block): Q8_K 256,
     Q8_0/Q8_1 32, float activations 1."""
     assert [act.act_block(k) for k in (act.Q8_K, act.Q8_0, act.Q8_1, act.F32_ACT)] == [256, 32, 32, 1]
+
+
+@pytest.mark.parametrize("wtype", [GGMLType.Q8_0, GGMLType.Q4_K])
+def test_repack_releases_every_row_once_and_the_same_tiles(wtype):
+    """The loader drops each chunk of mapped rows as soon as the repack has read it."""
+    from tinyllm.quants.kernel_bench import random_blocks
+    from tinyllm.quants.tiles import repack
+
+    n_in = 256 * 24
+    raw = random_blocks(wtype, 1000, n_in, seed=3).reshape(1000, -1)  # > one 2 MiB chunk, a ragged last tile
+    released = []
+    got = repack(TYPES[wtype], raw, n_in, release=released.append)
+    want = repack(TYPES[wtype], raw, n_in)
+    assert len(released) > 1
+    assert np.array_equal(np.concatenate(released), raw)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))

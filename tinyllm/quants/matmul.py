@@ -30,7 +30,7 @@ class QMatrix:
     4 more per 256 weights for byte-sized 6-bit scales), never a float copy.
     """
 
-    def __init__(self, type, raw: np.ndarray, n_in: int, name: str = "?"):
+    def __init__(self, type, raw: np.ndarray, n_in: int, name: str = "?", release=None):
         type = GGMLType(type)
         if type not in SUPPORTED:
             supported = ", ".join(t.name for t in SUPPORTED)
@@ -54,15 +54,15 @@ class QMatrix:
         elif type in FLOAT_TYPES:
             self.arrays = (raw.view(np.uint16),)
         else:
-            self.arrays = repack(self.spec, raw, n_in)
+            self.arrays = repack(self.spec, raw, n_in, release)  # release: see tiles.repack
 
     @classmethod
-    def from_tensor(cls, info) -> "QMatrix":
+    def from_tensor(cls, info, release=None) -> "QMatrix":
         """From a gguf_io TensorInfo of a 2-D weight (numpy shape (n_out, n_in))."""
         shape = tuple(int(s) for s in info.shape)
         if len(shape) != 2:
             raise ModelError(f"tensor {info.name}: matmul weights must be 2-D, got shape {shape}")
-        return cls(info.type, info.data, shape[1], name=info.name)
+        return cls(info.type, info.data, shape[1], name=info.name, release=release)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -60,10 +60,12 @@ def nibbles_32(qs: np.ndarray) -> np.ndarray:
     return np.concatenate([qs & 15, qs >> 4], axis=-1)
 
 
-def repack(spec, raw: np.ndarray, n_in: int) -> tuple:
+def repack(spec, raw: np.ndarray, n_in: int, release=None) -> tuple:
     """Raw GGUF rows (n_out, row_nbytes) -> spec's kernel arrays in tiles of TILE rows, in
     the order spec.arrays names them. Works through chunks of rows so the temporaries stay
-    a few MiB whatever the matrix size."""
+    a few MiB whatever the matrix size; `release(rows)`, when given, is called with each chunk
+    of `raw` once it is read (the loader drops those mapped pages, so that a large matrix is
+    not resident twice while it is repacked)."""
     R = TILE
     n_out = raw.shape[0]
     ntile = -(-n_out // R)
@@ -79,6 +81,8 @@ def repack(spec, raw: np.ndarray, n_in: int) -> tuple:
             if key not in arrays:
                 arrays[key] = np.empty((ntile, a.shape[1], R), a.dtype)
             arrays[key][r0 // R : r1 // R] = a.reshape(-1, R, a.shape[1]).transpose(0, 2, 1)
+        if release is not None:
+            release(raw[r0 : min(r1, n_out)])
     if "q8" in arrays:  # Q8_0 pairs were moved as uint16: (ntile, n_in/2, 2R) [pair][row][2 elements]
         arrays["q8"] = arrays["q8"].view(np.int8)
     empty = np.zeros((0, 0, R), np.uint8)
