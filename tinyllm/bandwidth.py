@@ -2,9 +2,11 @@
 that `tinyllm bench` can say how close decode comes to the limit (decode reads every weight
 once a token: tokens/s cannot pass bandwidth / weight bytes).
 
-A STREAM-style read, in a separate process: every thread sums its share of a 256 MiB buffer (far larger than any
-cache) as 64-bit integers; the best of five passes counts. Cached in
-`<cache>/bandwidth.json` under the CPU name and thread count.
+A STREAM-style read, in a separate process: every thread sums its share of a buffer twice the
+size of the last-level cache (256 MiB at least: some servers have L3 caches of ~500 MiB, which
+hold a small model whole) as 64-bit integers; the best of five passes counts. Cached in
+`<cache>/bandwidth.json` under the CPU name, thread count and buffer size. A decode figure above
+100% means the weights were read from the cache, not from memory.
 """
 import json
 import time
@@ -15,7 +17,27 @@ from numba import prange
 from .jit import get_threads, jit_fast
 from .paths import cache_dir
 
-PROBE_BYTES = 256 << 20
+MIN_PROBE_BYTES = 256 << 20
+MAX_PROBE_BYTES = 2 << 30
+
+
+def last_level_cache_bytes() -> int:
+    """The largest CPU cache sysfs lists (0 where it lists none)."""
+    from pathlib import Path
+
+    best = 0
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = f.read_text().strip().upper()
+            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            best = max(best, int(text.rstrip("KMG")) * mult)
+        except (OSError, ValueError):
+            continue
+    return best
+
+
+def probe_bytes() -> int:
+    return min(MAX_PROBE_BYTES, max(MIN_PROBE_BYTES, 2 * last_level_cache_bytes()))
 
 
 @jit_fast(parallel=True)
@@ -32,10 +54,11 @@ def _read_all(buf, chunks):
     return part.sum()
 
 
-def measure_read_gbs(threads: int | None = None, nbytes: int = PROBE_BYTES, passes: int = 5) -> float:
+def measure_read_gbs(threads: int | None = None, nbytes: int | None = None, passes: int = 5) -> float:
     """Read bandwidth in GB/s (1e9 bytes/s) with the current (or given) thread count."""
     from .jit import set_threads
 
+    nbytes = probe_bytes() if nbytes is None else nbytes
     old = get_threads()
     if threads is not None:
         set_threads(threads)
@@ -54,7 +77,7 @@ def measure_read_gbs(threads: int | None = None, nbytes: int = PROBE_BYTES, pass
 
 
 def _measure_in_a_new_process(n: int) -> float:
-    """measure_read_gbs(n) in a fresh interpreter, so that the 256 MiB buffer never counts in
+    """measure_read_gbs(n) in a fresh interpreter, so that the probe's buffer never counts in
     this process's peak RSS (which bench reports)."""
     import subprocess
     import sys
@@ -76,7 +99,8 @@ def _cache(threads):
         cached = json.loads((cache_dir() / "bandwidth.json").read_text())
     except (OSError, ValueError):
         cached = {}
-    return n, f"{llvm.get_host_cpu_name()}|{n}", cached if isinstance(cached, dict) else {}
+    key = f"{llvm.get_host_cpu_name()}|{n}|{probe_bytes() >> 20} MiB"
+    return n, key, cached if isinstance(cached, dict) else {}
 
 
 def cached_read_gbs(threads: int | None = None) -> float | None:
