@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import time
+
 import numpy as np
 import pytest
 
@@ -141,7 +143,7 @@ def test_dry_forward_skips_products_only_inside_the_block(model_path):
     assert fw.matmul(w, x).any()
 
 
-def test_forked_jobs_deal_biggest_first_and_survive_a_failing_job(tmp_path):
+def test_forked_jobs_take_the_next_job_and_survive_a_failing_one(tmp_path):
     from tinyllm.jit import ForkedJobs
 
     def job(name, fail=False):
@@ -157,6 +159,30 @@ def test_forked_jobs_deal_biggest_first_and_survive_a_failing_job(tmp_path):
     with ForkedJobs(jobs, 2, weight=lambda j: j.size) as work:
         assert len(work.workers) == 2
         work.wait(lambda: done.append(1))
-    # bbbb -> worker 0, ddd -> 1, cc -> 1 (after ddd; it fails and ends that worker), a -> 0
+    # biggest first: bbbb, ddd, cc, a; cc fails and ends its worker, the other takes what is left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "bbbb", "ddd"]
     assert len(done) == 3
+
+
+def test_this_process_helps_with_the_jobs_no_worker_started(tmp_path):
+    import os
+
+    from tinyllm.jit import ForkedJobs
+
+    def job(name, seconds=0.0):
+        def run():
+            time.sleep(seconds)
+            (tmp_path / name).write_text(str(os.getpid()))
+        return run
+
+    jobs = [job("slow", 1.0)] + [job(f"quick{i}") for i in range(5)]
+    here = []
+    with ForkedJobs(jobs, 1) as work:
+        time.sleep(0.3)  # the one worker is inside "slow"
+        work.help(lambda: here.append(1))
+        work.wait()
+    pids = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert sorted(pids) == ["quick0", "quick1", "quick2", "quick3", "quick4", "slow"]
+    assert pids["slow"] != str(os.getpid())
+    mine = [n for n, pid in pids.items() if pid == str(os.getpid())]
+    assert len(mine) == len(here) >= 4  # the worker may take one quick job after "slow", no more

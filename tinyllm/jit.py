@@ -107,43 +107,59 @@ def can_fork_workers() -> bool:
 
 
 class ForkedJobs:
-    """Zero-argument callables (compile jobs) run in up to n forked worker processes, dealt
-    biggest first (`weight(job)`) to the least loaded worker. A worker's results are its side
-    effects on Numba's on-disk cache; a job that raises ends its worker quietly, since whatever
-    it failed to compile is compiled again where it is needed. Use as a context manager; the
-    exit kills any worker still running.
+    """Zero-argument callables (compile jobs) run in up to n forked worker processes, biggest
+    first (`weight(job)`): each worker takes the next job no one has started, and so may this
+    process, once it has nothing else to do (`help`). A worker's results are its side effects
+    on Numba's on-disk cache; a job that raises ends its worker quietly (the others go on),
+    since whatever it failed to compile is compiled again where it is needed. Use as a context
+    manager; the exit kills any worker still running.
 
         with ForkedJobs(jobs, n) as work:
             ...                      # this process goes on meanwhile
+            work.help(on_done)       # optional: take the jobs not started yet here
             work.wait(on_done)       # on_done() once per finished job
     """
 
     def __init__(self, jobs, n: int, weight=lambda job: 1.0):
         import multiprocessing
 
-        shares = [[] for _ in range(max(1, min(n, len(jobs))))]
-        loads = [0.0] * len(shares)
-        for job in sorted(jobs, key=weight, reverse=True):
-            i = loads.index(min(loads))
-            shares[i].append(job)
-            loads[i] += weight(job)
         ctx = multiprocessing.get_context("fork")
+        self.jobs = sorted(jobs, key=weight, reverse=True)
+        self._next = ctx.Value("l", 0)  # index of the next job to start, in shared memory
         self.workers = []
-        for share in (s for s in shares if s):
+        for _ in range(max(1, min(n, len(self.jobs))) if self.jobs else 0):
             recv, send = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=self._work, args=(share, send), daemon=True)
+            p = ctx.Process(target=self._work, args=(send,), daemon=True)
             p.start()
             send.close()
             self.workers.append((p, recv))
 
-    @staticmethod
-    def _work(share, conn):
-        for job in share:
+    def _claim(self):
+        with self._next.get_lock():
+            i = self._next.value
+            if i >= len(self.jobs):
+                return None
+            self._next.value = i + 1
+        return self.jobs[i]
+
+    def _work(self, conn):
+        while (job := self._claim()) is not None:
             try:
                 job()
             except Exception:
                 return
             conn.send(1)
+
+    def help(self, on_done=None) -> None:
+        """Run here, one by one, the jobs no worker has started; a job that raises is passed
+        over (what it failed to compile is compiled where it is needed)."""
+        while (job := self._claim()) is not None:
+            try:
+                job()
+            except Exception:
+                continue
+            if on_done is not None:
+                on_done()
 
     def wait(self, on_done=None) -> None:
         for p, recv in self.workers:
