@@ -317,6 +317,9 @@ def test_run_ctrl_c_stops_cleanly_with_stats(tiny):
         [sys.executable, "-m", "tinyllm", "run", "-m", str(tiny), "-p", PROMPT, "-n", "-1", "-c", "8192",
          "--ignore-eos", "--temp", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a shell without job control starts background jobs with SIGINT ignored, and the
+        # child would inherit that (CI started with `&`): give it the terminal's default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         first = p.stdout.read(1)  # generation has started
