@@ -186,3 +186,15 @@ def test_this_process_helps_with_the_jobs_no_worker_started(tmp_path):
     assert pids["slow"] != str(os.getpid())
     mine = [n for n, pid in pids.items() if pid == str(os.getpid())]
     assert len(mine) == len(here) >= 4  # the worker may take one quick job after "slow", no more
+
+
+@pytest.mark.parametrize("user_value, expected", [(None, 1), ("3", 3)])
+def test_numba_opt_level_is_1_unless_the_user_sets_one(user_value, expected):
+    # set by the package before any of its modules imports numba (a kernel module imports
+    # numba first of all); a user's NUMBA_OPT wins
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_OPT"}
+    if user_value:
+        env["NUMBA_OPT"] = user_value
+    code = "import tinyllm.quants.q4_k, numba; print(int(numba.config.OPT))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert int(out) == expected

@@ -6,7 +6,18 @@
         print(piece, end="")
     tinyllm.quantize("model-f16.gguf", "model-q4_k_m.gguf", "Q4_K_M")
 """
-from .errors import TinyLLMError
+import os
+
+# Numba's LLVM optimisation level 1 instead of its default 3: a first run compiles ~22% less
+# (Gemma's kernels 24 -> 19 s on one core) and the kernels run as fast, since they are explicit
+# AVX2 intrinsics and tiled loops that O3's extra unrolling does not improve (Gemma tg64
+# +5-10%, pp256 -1-6%, SmolLM2 within noise: `tinyllm bench` and
+# benchmarks/bench_cold_start.py with NUMBA_OPT=3 and 1). Numba reads it once, on import,
+# which is why it is set here, before any module of the package imports numba. A user's own
+# NUMBA_OPT wins.
+os.environ.setdefault("NUMBA_OPT", "1")
+
+from .errors import TinyLLMError  # noqa: E402
 
 __version__ = "0.1.0"
 
