@@ -7,7 +7,9 @@ beside llama-bench: the measurements behind tinyllm's default threading (tinyllm
 shared machine has. Each round runs every setting once, in an interleaved order, so that a
 change in the machine's load moves all of them alike; a cell is the median over rounds of
 `tinyllm bench`'s mean tokens/s (-p 64 -n 32 -r 3). Settings are environment variables read
-when the Numba threading layer starts; "tinyllm default" is what tinyllm sets itself.
+when the Numba threading layer starts; "tinyllm default" is what tinyllm sets itself, and its
+"auto" row is the default thread count (`-t auto`: all cores, fewer while other processes keep
+cores busy), which is what `tinyllm run` and `chat` use without -t.
 """
 import argparse
 import json
@@ -73,7 +75,8 @@ def main():
                 order = list(SETTINGS.items())
                 order = order[r % len(order):] + order[: r % len(order)]
                 for name, env in order:
-                    for t in threads:
+                    # "auto": tinyllm's default, all cores and fewer while others keep cores busy
+                    for t in threads + (["auto"] if name == "tinyllm default" else []):
                         for test, ts in tinyllm_bench(model, t, env).items():
                             cells.setdefault((load, test, "tinyllm " + name, t), []).append(ts)
                 if not args.no_llama:
@@ -84,7 +87,7 @@ def main():
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     print("| load | test | setting | threads | tokens/s |")
     print("|---|---|---|---|---|")
-    for (load, test, name, t), v in sorted(cells.items()):
+    for (load, test, name, t), v in sorted(cells.items(), key=lambda kv: tuple(map(str, kv[0]))):
         print(f"| {load} | {test} | {name} | {t} | {statistics.median(v):.1f} |")
 
 

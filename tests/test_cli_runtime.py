@@ -282,8 +282,19 @@ def test_bench_json(capsys, tiny):
     assert rows[1]["weight_gbs"] == pytest.approx(rows[1]["weight_bytes_per_token"] * rows[1]["avg_ts"] / 1e9)
 
 
+def test_bench_threads_auto_is_the_default_setting(capsys, tiny):
+    rc, out, _ = cli(capsys, "bench", "-m", tiny, "-p", 8, "-n", 2, "-r", 1, "-t", "1,auto")
+    assert rc == 0
+    threads = [[c.strip() for c in line.strip("|").split("|")][4] for line in out.strip().splitlines()[2:]]
+    assert threads == ["1", "1", "auto", "auto"]
+    rc, out, _ = cli(capsys, "bench", "-m", tiny, "-p", 0, "-n", 2, "-r", 1, "-t", "auto", "-o", "json")
+    row = json.loads(out)[0]
+    assert row["threads_auto"] is True and row["threads"] >= 1
+
+
 @pytest.mark.parametrize(
-    "args,needle", [(["-o", "csv"], "csv"), (["-t", "0"], "0"), (["-p", "x"], "x"), (["-r", "0"], "0")]
+    "args,needle", [(["-o", "csv"], "csv"), (["-t", "0"], "0"), (["-p", "x"], "x"), (["-r", "0"], "0"),
+                    (["-t", "1,fast"], "fast")]
 )
 def test_bench_errors(capsys, tiny, args, needle):
     rc, _, err = cli(capsys, "bench", "-m", tiny, *args)

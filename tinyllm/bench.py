@@ -125,6 +125,7 @@ class BenchResult:
     compile_seconds: float = 0.0
     weight_bytes_per_token: int = 0
     read_gbs: float | None = None  # the machine's read bandwidth at this thread count (bandwidth.py)
+    threads_auto: bool = False  # -t auto: `threads` at the start, then as many as cores are idle
 
     @property
     def test(self) -> str:
@@ -243,7 +244,7 @@ def run_bench(
     tg rows carry the machine's read bandwidth (bandwidth.read_gbs: measured once per CPU and
     thread count, then cached) to show how close decode is to it."""
     from .bandwidth import read_gbs
-    from .jit import get_threads, set_threads
+    from .jit import set_threads, threads_setting
 
     if reps < 1:
         raise UsageError(f"repetitions must be >= 1, got {reps}")
@@ -265,7 +266,7 @@ def run_bench(
     summary = summarize(model.gguf)
     toks = _Tokens(model, seed)
     results = []
-    old_threads = get_threads()
+    old_threads = threads_setting()
     try:
         for th in threads:
             n_threads = set_threads(th)
@@ -278,6 +279,7 @@ def run_bench(
                         size=summary.size,
                         n_params=summary.n_params,
                         threads=n_threads,
+                        threads_auto=th is None,
                         n_prompt=p,
                         n_gen=n,
                         n_depth=int(d),
@@ -313,7 +315,7 @@ def markdown_row(r: BenchResult) -> list[str]:
         format_size(r.size),
         format_params(r.n_params),
         "CPU",
-        str(r.threads),
+        "auto" if r.threads_auto else str(r.threads),
         r.test,
         f"{r.avg_ts:.2f} ± {r.stddev_ts:.2f}",
         f"{r.kv_mib:.2f}",

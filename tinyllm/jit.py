@@ -61,19 +61,58 @@ def jit_fast(*args, parallel=False, **kwargs):
 
 
 def set_threads(n: int | None) -> int:
-    """Set the number of threads the parallel kernels use; None means all cores. Returns the count."""
+    """Set the number of threads the parallel kernels use. None, the default, means all cores
+    while the machine is quiet and fewer while other processes keep cores busy (the count
+    follows the idle cores between forward steps: follow_idle_cores). Returns the count now."""
+    global _follow
     limit = numba.config.NUMBA_NUM_THREADS
-    n = limit if n is None else int(n)
-    if not 1 <= n <= limit:
+    count = limit if n is None else int(n)
+    if not 1 <= count <= limit:
         from .errors import UsageError
 
         raise UsageError(f"threads must be between 1 and {limit}, got {n}")
-    numba.set_num_threads(n)
-    return n
+    numba.set_num_threads(count)
+    _follow = _idle_watch(limit) if n is None else None
+    return count
 
 
 def get_threads() -> int:
+    """The thread count the parallel kernels use now."""
     return numba.get_num_threads()
+
+
+def threads_setting() -> int | None:
+    """What set_threads was given last: a count, or None while the count follows the idle
+    cores; set_threads(threads_setting()) restores it."""
+    return None if _follow is not None else numba.get_num_threads()
+
+
+def follow_idle_cores() -> None:
+    """Between forward steps: with the default setting, every quarter second, use as many
+    threads as other processes leave cores idle (tinyllm.idle_cores; on two cores with two
+    busy processes beside it, decode at two threads ran 5x slower than at one)."""
+    if _follow is not None:
+        n = _follow.poll()
+        if n is not None and n != numba.get_num_threads():
+            numba.set_num_threads(n)
+
+
+def restart_idle_watch() -> None:
+    """Start the idle-core measurement afresh (after child processes' work that is ours, e.g.
+    compile workers)."""
+    if _follow is not None:
+        _follow.restart()
+
+
+def _idle_watch(limit: int):
+    if limit < 2:
+        return None
+    from .idle_cores import IdleCores
+
+    return IdleCores(limit)
+
+
+_follow = _idle_watch(numba.config.NUMBA_NUM_THREADS)  # the default: follow the idle cores
 
 
 def cpu_count() -> int:

@@ -21,7 +21,9 @@ def register(sub):
     p.add_argument("-p", "--n-prompt", default="256", metavar="N[,N]", help="prompt tokens for pp tests; 0 skips (default: 256)")
     p.add_argument("-n", "--n-gen", default="64", metavar="N[,N]", help="decode steps for tg tests; 0 skips (default: 64)")
     p.add_argument("-r", "--repetitions", default=5, type=int, help="timed repetitions per test (default: 5)")
-    p.add_argument("-t", "--threads", default="2", metavar="N[,N]", help="thread counts (default: 2)")
+    p.add_argument("-t", "--threads", default="2", metavar="N[,N]",
+                   help="thread counts; auto: tinyllm's default (all cores, fewer while other processes "
+                        "keep cores busy) (default: 2)")
     p.add_argument("-d", "--n-depth", default="0", metavar="N[,N]", help="tokens already in the KV cache (default: 0)")
     p.add_argument("-o", "--output", default="md", metavar="md|json", help="output format (default: md)")
     p.add_argument("--kv-type", "-ctk", default="f16", metavar="TYPE", help="KV cache type: f16, f32, q8_0 (default: f16)")
@@ -35,7 +37,8 @@ def run(args):
 
     if args.output not in ("md", "json"):
         raise UsageError(f"-o/--output {args.output!r} is not supported; choose md or json")
-    threads = options.parse_list(args.threads, "-t/--threads", minimum=1)
+    threads = [None if t.strip() == "auto" else options.parse_list(t, "-t/--threads", minimum=1)[0]
+               for t in str(args.threads).split(",")]
     for t in threads:
         options.parse_threads(t)  # range check before anything slow
     if args.kernels:
@@ -95,6 +98,10 @@ def run(args):
 
 
 def run_kernels(args, threads):
+    import numba
+
+    # a kernel call is too short for the idle-core count to change within it: auto = all cores
+    threads = [numba.config.NUMBA_NUM_THREADS if t is None else t for t in threads]
     from ..quants.kernel_bench import run_kernel_bench
 
     def on_row(row):

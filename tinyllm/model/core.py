@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelBusyError, ModelError, UsageError
-from ..jit import touch_marker
+from ..jit import follow_idle_cores, restart_idle_watch, touch_marker
 from . import forward as fw
 from . import ops
 from .compile_ahead import compile_ahead, warm_marker
@@ -164,6 +164,7 @@ class Model:
                 notice.flush()
         self.compile_seconds = ahead + max(0.0, runs[0] - runs[1])
         touch_marker(marker)
+        restart_idle_watch()  # the compile workers were ours, not another process's load
         return self.compile_seconds
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
@@ -233,6 +234,7 @@ class Model:
         step = self.kv.max_ubatch
         outs = []
         for s in range(0, len(tokens), step):
+            follow_idle_cores()  # the default thread count: fewer while other processes hold cores
             chunk = tokens[s : s + step]
             T = len(chunk)
             buf = self._decode if T == 1 else fw.Scratch(self.config, T)

@@ -431,7 +431,7 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
     `on_compile(done, total)` while a first run compiles the quantizers (compile_quantizers);
     `progress(TensorDone)` after each tensor.
     """
-    from ..jit import get_threads, set_threads
+    from ..jit import get_threads, set_threads, threads_setting
 
     t0 = time.perf_counter()
     ftype = type_name if isinstance(type_name, FType) else parse_ftype(type_name)
@@ -442,7 +442,7 @@ def quantize_file(src, dst, type_name: str | FType, *, threads: int | None = Non
     if not dry_run:
         _check_paths(src, dst, force)
     if threads is not None:  # validate now; quants.registry.quantize applies it per call
-        old = get_threads()
+        old = threads_setting()
         set_threads(threads)
         set_threads(old)
     n_threads = threads if threads is not None else get_threads()

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..jit import get_threads, set_threads
+from ..jit import get_threads, set_threads, threads_setting
 from .iq1_m import BLOCK as IQ1_M_BLOCK
 from .matmul import QMatrix, matmul
 from .registry import MATMUL_TYPES, TYPES
@@ -98,7 +98,7 @@ def bench_case(wtype, n_out, n_in, T, threads, *, min_seconds=0.5, seed=0, mats=
         mats = [w] + [random_qmatrix(wtype, n_out, n_in, seed + i + 1) for i in range(copies - 1)]
     x = np.random.default_rng(seed).standard_normal((T, n_in), dtype=np.float32)
     out = np.empty((T, n_out), np.float32)
-    old = get_threads()
+    old = threads_setting()
     set_threads(threads)
     try:
         matmul(mats[0], x, out)  # compile / warm up
