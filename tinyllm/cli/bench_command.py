@@ -37,10 +37,8 @@ def run(args):
 
     if args.output not in ("md", "json"):
         raise UsageError(f"-o/--output {args.output!r} is not supported; choose md or json")
-    threads = [None if t.strip() == "auto" else options.parse_list(t, "-t/--threads", minimum=1)[0]
-               for t in str(args.threads).split(",")]
-    for t in threads:
-        options.parse_threads(t)  # range check before anything slow
+    # range-checked before anything slow; "auto" is None, tinyllm's default setting
+    threads = [options.parse_threads(None if t.strip() == "auto" else t) for t in str(args.threads).split(",")]
     if args.kernels:
         return run_kernels(args, threads)
     n_prompt = options.parse_list(args.n_prompt, "-p/--n-prompt")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..jit import get_threads, set_threads, threads_setting
+from ..jit import set_threads, threads_setting
 from .iq1_m import BLOCK as IQ1_M_BLOCK
 from .matmul import QMatrix, matmul
 from .registry import MATMUL_TYPES, TYPES
