@@ -103,3 +103,20 @@ def test_bandwidth_probe_under_load_is_not_cached(tmp_path, monkeypatch, others,
     monkeypatch.setattr(idle_cores, "IdleCores", Watch)
     assert bandwidth.read_gbs(1) == 12.5
     assert (bandwidth.cached_read_gbs(1) == 12.5) is cached
+
+
+def test_parsing_a_thread_count_checks_it_and_changes_nothing():
+    from tinyllm.cli.options import parse_threads
+    from tinyllm.errors import UsageError
+
+    saved = jit.threads_setting()
+    try:
+        jit.set_threads(None)
+        assert parse_threads("1") == 1 and parse_threads(None) is None
+        assert jit.threads_setting() is None  # still following the idle cores
+        for bad in ("0", str(jit.max_threads() + 1), "two"):
+            with pytest.raises(UsageError, match="-t/--threads"):
+                parse_threads(bad)
+        assert jit.threads_setting() is None
+    finally:
+        jit.set_threads(saved)

@@ -65,14 +65,25 @@ def set_threads(n: int | None) -> int:
     while the machine is quiet and fewer while other processes keep cores busy (the count
     follows the idle cores between forward steps: follow_idle_cores). Returns the count now."""
     global _follow
-    limit = numba.config.NUMBA_NUM_THREADS
-    count = limit if n is None else int(n)
+    limit = max_threads()
+    count = limit if n is None else check_threads(n)
+    numba.set_num_threads(count)
+    _follow = _idle_watch(limit) if n is None else None
+    return count
+
+
+def max_threads() -> int:
+    """The most threads the parallel kernels can use (Numba's pool size)."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def check_threads(n) -> int:
+    """n as a thread count, or UsageError when it is outside 1..max_threads(); sets nothing."""
+    count, limit = int(n), max_threads()
     if not 1 <= count <= limit:
         from .errors import UsageError
 
         raise UsageError(f"threads must be between 1 and {limit}, got {n}")
-    numba.set_num_threads(count)
-    _follow = _idle_watch(limit) if n is None else None
     return count
 
 

@@ -48,30 +48,24 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def parse_threads(value) -> int | None:
-    """'-t' value -> int or None (all cores); range-checked by tinyllm.jit.set_threads."""
+    """'-t' value -> int or None (the default: follow the idle cores); range-checked here,
+    set by whoever runs the work."""
     if value is None:
         return None
     try:
         n = int(str(value).strip())
     except ValueError:
         raise UsageError(f"-t/--threads must be a positive integer, got {value!r}") from None
-    from ..jit import cpu_count, set_threads
+    from ..jit import check_threads, cpu_count, max_threads
 
     if n < 1:
         raise UsageError(f"-t/--threads must be a positive integer, got {value!r}")
     try:
-        set_threads(n)
+        return check_threads(n)
     except UsageError:
         raise UsageError(
-            f"-t/--threads {n} is more than this machine allows (1 to {_max_threads()}; {cpu_count()} cores)"
+            f"-t/--threads {n} is more than this machine allows (1 to {max_threads()}; {cpu_count()} cores)"
         ) from None
-    return n
-
-
-def _max_threads() -> int:
-    import numba
-
-    return numba.config.NUMBA_NUM_THREADS
 
 
 def parse_list(value, name: str, *, minimum: int = 0) -> list[int]:
