@@ -294,6 +294,36 @@ def test_rms_norm_at_small_and_large_magnitudes_against_float64(mag):
         np.testing.assert_allclose(acc, want, rtol=2e-6, atol=1e-30)
 
 
+def ggml_rms_norm(x, w, eps):
+    """ggml's RMS_NORM then MUL, step by step: float64 running sum of float32 squares, float32
+    mean, scale = 1/sqrt(mean + eps) in float32, then (x * scale) * w in float32."""
+    out = np.empty_like(x)
+    for t in range(x.shape[0]):
+        total = np.cumsum((x[t] * x[t]).astype(np.float64))[-1]  # cumsum adds in order, as ggml's loop
+        mean = F32(total / x.shape[1])
+        scale = F32(1.0) / np.sqrt(mean + F32(eps))
+        out[t] = (x[t] * scale) * w
+    return out
+
+
+@pytest.mark.parametrize("n", [576, 640, 2048])
+def test_rms_norm_is_bit_exact_with_ggml(n):
+    """An ulp of difference here flips roundings in the activation quantizer of the next matmul
+    (on SmolLM2, 1 ulp on a quarter of a row moved one Q8_1 value and 2e-3 of a Q output)."""
+    from tinyllm.model import ops
+
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((8, n)) * rng.uniform(0.01, 30, (8, 1))).astype(F32)
+    w = rng.standard_normal(n).astype(F32)
+    want = ggml_rms_norm(x, w, 1e-5)
+    out = np.empty_like(x)
+    ops.rms_norm(out, x, w, 1e-5)
+    assert np.array_equal(out.view(np.uint32), want.view(np.uint32))
+    acc = np.zeros_like(x)
+    ops.add_rms_norm(acc, x, w, 1e-5)
+    assert np.array_equal(acc.view(np.uint32), want.view(np.uint32))
+
+
 def test_rms_norm_past_float32_mean_overflow_is_ggmls_zero():
     """ggml keeps mean(x²) in float32 (ggml_compute_forward_rms_norm_f32): at |x| ~ 1e20 it is
     Inf and the output 0, where float64 would give x/rms. tinyllm does what ggml does."""

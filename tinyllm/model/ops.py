@@ -78,29 +78,35 @@ def kv_row_to_f32(dst, src):
 
 
 @jit_fast
+def _sum_squares(x, t):
+    """Σ float64(x[t, j]²), each square rounded to float32 first, as ggml's loop; fastmath may
+    reorder the float64 additions (vectorised), which moves the float32 mean made from it by
+    an ulp only when the sum lies within ~1e-16 of a rounding boundary."""
+    s = 0.0
+    for j in range(x.shape[1]):
+        v = x[t, j]
+        s += np.float64(v * v)
+    return s
+
+
+@jit_exact
 def rms_norm(out, x, w, eps):
-    """out (T, n) = x / sqrt(mean(x²) + eps) * w; the sum of squares in float64 as ggml."""
+    """out (T, n) = x / sqrt(mean(x²) + eps) * w, bit for bit as ggml's RMS_NORM then MUL:
+    the sum of squares in float64, then float32 scale = 1/sqrt(mean + eps) and (x * scale) * w
+    with no fastmath (an ulp here flips roundings in the activation quantizer that follows)."""
     T, n = x.shape
     for t in range(T):
-        s = 0.0
-        for j in range(n):
-            v = x[t, j]
-            s += np.float64(v * v)
-        scale = np.float32(1.0) / np.sqrt(np.float32(s / n) + np.float32(eps))
+        scale = np.float32(1.0) / np.sqrt(np.float32(_sum_squares(x, t) / n) + np.float32(eps))
         for j in range(n):
             out[t, j] = (x[t, j] * scale) * w[j]
 
 
-@jit_fast
+@jit_exact
 def add_rms_norm(x, a, w, eps):
     """x (T, n) += rms_norm(a) * w: Gemma's post-attention / post-FFN norm and residual add."""
     T, n = x.shape
     for t in range(T):
-        s = 0.0
-        for j in range(n):
-            v = a[t, j]
-            s += np.float64(v * v)
-        scale = np.float32(1.0) / np.sqrt(np.float32(s / n) + np.float32(eps))
+        scale = np.float32(1.0) / np.sqrt(np.float32(_sum_squares(a, t) / n) + np.float32(eps))
         for j in range(n):
             x[t, j] += (a[t, j] * scale) * w[j]
 
