@@ -1,6 +1,8 @@
 """The NumPy block code of the type modules (through tinyllm.quants.registry) against outside references:
 gguf-py's dequantizers and quantizers, float64 NumPy, hand-made blocks, the real Gemma file,
 and the thresholds of llama.cpp's tests/test-quantize-fns.cpp (kquants.md §6)."""
+import os
+
 import gguf
 import numpy as np
 import pytest
@@ -286,6 +288,24 @@ def test_q8_K_ref_follows_section_3_8():
         assert np.array_equal(qs[r, k], np.minimum(127, np.rint(xb[r, k] * np.float64(iscale))))
     y = dequantize(quantize_q8_K_ref(x), GGMLType.Q8_K, x.shape)
     assert np.allclose(y, x, atol=np.abs(x).max() / 127)
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1",
+                    reason="JIT off: Python raises converting the NaN element's quant, where Numba and C wrap")
+@pytest.mark.parametrize("nan_bits", [0x7F800001, 0xFF800001, 0x7FC00000, 0x7FFFFFFF])
+def test_q8_K_activation_scale_skips_every_nan_as_ggml(nan_bits):
+    """ggml's `if (ax > amax)` is false for NaN, so a NaN never becomes the block's max: the
+    scale and every other quant are those of the block without it, for every NaN pattern
+    (the one just above Inf, 0x7F800001, included)."""
+    from tinyllm.quants.act import Q8_K, quantize_act
+
+    x = _data(rows=4, n=256)[3:]  # a random row (_data's first rows are zeros, constants, ties)
+    clean = quantize_act(Q8_K, x)
+    x[0, 77] = np.array([nan_bits], np.uint32).view(np.float32)[0]
+    qs, d, _ = quantize_act(Q8_K, x)
+    assert np.array_equal(d, clean[1])
+    keep = np.arange(256) != 77
+    assert np.array_equal(qs[0, keep], clean[0][0, keep])
 
 
 def test_q8_K_rows_equal_the_twin():
