@@ -474,3 +474,23 @@ def test_repack_releases_every_row_once_and_the_same_tiles(wtype):
     assert len(released) > 1
     assert np.array_equal(np.concatenate(released), raw)
     assert all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("wtype", [GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q4_1, GGMLType.F16, GGMLType.F32])
+@pytest.mark.parametrize("T", [1, 3])
+def test_kernel_calls_are_the_calls_matmul_makes(wtype, T):
+    """compile_ahead compiles what kernel_calls lists: run those calls on real input and they
+    must give matmul's output (an activation quantizer, then the kernel, for quantized types)."""
+    from tinyllm.quants.kernel_bench import random_qmatrix
+    from tinyllm.quants.matmul import kernel_calls
+
+    w = random_qmatrix(wtype, 64, 256, seed=3)
+    x = np.random.default_rng(7).standard_normal((T, 256)).astype(np.float32)
+    calls = kernel_calls(w, T)
+    assert len(calls) == (1 if wtype in (GGMLType.F16, GGMLType.F32) else 2)
+    x_arg = calls[0][1][0] if len(calls) == 2 else calls[0][1][-1]  # the quantizer's first, the float kernel's last
+    x_arg[...] = x
+    for kernel, args in calls:
+        kernel(*args)
+    out = calls[-1][1][0]
+    np.testing.assert_array_equal(out, matmul(w, x))
