@@ -285,3 +285,14 @@ def test_tiny_softcap_gives_no_warning(tmp_path, base):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         harness.target(str(write(tmp_path, doc)))
+
+
+@pytest.mark.parametrize("pre", [np.array([], np.int32), np.array([1, 2], np.int32), ["llama3"], 7, ""])
+def test_info_describes_a_pre_tokenizer_of_the_wrong_type(pre):
+    """Fuzz seed 1,024,176: `tokenizer.ggml.pre` as an empty INT32 array made `tinyllm info`
+    test an array for truth (ValueError). It is shown as what it is, or as the default when empty."""
+    from tinyllm.tokenizer.metadata import describe_metadata
+
+    text = describe_metadata({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre})
+    assert text.startswith("gpt2 (byte-level BPE), pre-tokenizer ")
+    assert ("default" in text) if isinstance(pre, str) else ("unknown to llama.cpp" in text)

@@ -445,7 +445,8 @@ def m_tokenizer_value(doc, rng):
 def m_token_id(doc, rng):
     key = rng.choice(("bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id", "eot_token_id"))
     k = doc.find("tokenizer.ggml." + key)
-    n = len(doc.find("tokenizer.ggml.tokens").value) if doc.find("tokenizer.ggml.tokens") else 0
+    tokens = doc.find("tokenizer.ggml.tokens")  # an earlier mutation may have made it a number
+    n = len(tokens.value) if tokens is not None and isinstance(tokens.value, (list, str)) else 0
     v = rng.choice((n, n - 1, n + 1, 2**32 - 1, 0, 2**31))
     vtype = rng.choice((VT.UINT32, VT.UINT32, VT.INT32, VT.UINT64))
     v = v if _RANGES[vtype][0] <= v <= _RANGES[vtype][1] else -1

@@ -277,7 +277,10 @@ def run(seeds, *, jobs: int = 2, timeout: float = 30.0, mem_mb: int = 2048, prog
         def notes_of(seed):
             if not docs:
                 docs.extend(Doc.parse(p) for p in paths)
-            return case(docs, seed)[2]
+            try:
+                return case(docs, seed)[2]
+            except Exception as e:  # noqa: BLE001 - the mutator's own bug: report it, go on
+                return [f"the mutator itself failed: {type(e).__name__}: {e}"]
 
         def record(seed, outcome, detail):
             with lock:

@@ -138,8 +138,8 @@ def describe_metadata(md: dict) -> str:
     if model == "llama":
         return what
     pre = "gemma4" if model == "gemma4" else md.get(K + "pre")
-    if not pre:
+    if pre is None or (isinstance(pre, str) and not pre):
         return f"{what}, pre-tokenizer default (DEFAULT; the file names none)"
-    if not isinstance(pre, str) or pre not in PRE_NAMES:
+    if not isinstance(pre, str) or pre not in PRE_NAMES:  # an array or a number is shown, not tested for truth
         return f"{what}, pre-tokenizer {show(pre)} (unknown to llama.cpp)"
     return f"{what}, pre-tokenizer {pre} ({PRE_NAMES[pre][0]})"
