@@ -350,6 +350,16 @@ def run(seeds, *, jobs: int = 2, timeout: float = 30.0, mem_mb: int = 2048, prog
     return res
 
 
+def _report_line(line: str) -> bool:
+    """A line `tinyllm run` may print before an error: its load report (the KV cache, the
+    sampler seed) or a one-line warning of its own; not a traceback or a Python warning."""
+    if len(line) > MAX_MESSAGE or line.startswith("tinyllm: error"):
+        return False
+    if line.startswith("tinyllm: warning: "):
+        return True
+    return not any(word in line for word in ("Traceback", "Error", "Warning", "warning", "error"))
+
+
 def run_cli(seeds, *, jobs: int = 2, timeout: float = 120.0, mem_mb: int = 2048, progress=None) -> Result:
     """The same cases through the real command line, one `tinyllm info` and one `tinyllm run`
     subprocess each (RLIMIT_AS and a time limit on each): slower (the imports), for checking
@@ -389,8 +399,8 @@ def run_cli(seeds, *, jobs: int = 2, timeout: float = 120.0, mem_mb: int = 2048,
                     outcome, detail = "crash", f"{args[0]}: signal {-r.returncode}"
                     break
                 if r.returncode == 1:
-                    line = err.rstrip("\n")
-                    if "\n" in line or not line.startswith("tinyllm: error: ") or len(line) > MAX_MESSAGE:
+                    *before, line = err.rstrip("\n").split("\n")
+                    if not line.startswith("tinyllm: error: ") or len(line) > MAX_MESSAGE or not all(map(_report_line, before)):
                         outcome, detail = "failure", f"{args[0]}: stderr {err[-300:]!r}"
                         break
                     outcome, detail = "error", line
