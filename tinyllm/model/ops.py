@@ -90,13 +90,19 @@ def _sum_squares(x, t):
 
 
 @jit_exact
+def _rms_scale(x, t, eps):
+    """float32 1/sqrt(mean(x[t]²) + eps), as ggml computes it (exact arithmetic: no fastmath)."""
+    return np.float32(1.0) / np.sqrt(np.float32(_sum_squares(x, t) / x.shape[1]) + np.float32(eps))
+
+
+@jit_exact
 def rms_norm(out, x, w, eps):
     """out (T, n) = x / sqrt(mean(x²) + eps) * w, bit for bit as ggml's RMS_NORM then MUL:
     the sum of squares in float64, then float32 scale = 1/sqrt(mean + eps) and (x * scale) * w
     with no fastmath (an ulp here flips roundings in the activation quantizer that follows)."""
     T, n = x.shape
     for t in range(T):
-        scale = np.float32(1.0) / np.sqrt(np.float32(_sum_squares(x, t) / n) + np.float32(eps))
+        scale = _rms_scale(x, t, eps)
         for j in range(n):
             out[t, j] = (x[t, j] * scale) * w[j]
 
@@ -106,7 +112,7 @@ def add_rms_norm(x, a, w, eps):
     """x (T, n) += rms_norm(a) * w: Gemma's post-attention / post-FFN norm and residual add."""
     T, n = x.shape
     for t in range(T):
-        scale = np.float32(1.0) / np.sqrt(np.float32(_sum_squares(a, t) / n) + np.float32(eps))
+        scale = _rms_scale(a, t, eps)
         for j in range(n):
             x[t, j] += (a[t, j] * scale) * w[j]
 
