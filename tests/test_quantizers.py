@@ -1,8 +1,12 @@
 """The Numba row quantizers of the type modules (registry.quantize) against their NumPy twins
-(registry.quantize_ref), on random data and on edge rows; nearest_int against its NumPy twin;
-the error paths. Byte-identity with llama.cpp itself is in test_quantize_golden.py, the fp16
-and bf16 conversions in test_fp16.py."""
+(registry.quantize_ref), on random data and on edge rows; both against llama-quantize's bytes
+for the edge rows and rows on every threshold (tests/data/golden/quant/edges.*); nearest_int
+against its NumPy twin; the error paths. Byte-identity with llama.cpp on whole files is in
+test_quantize_golden.py, the fp16 and bf16 conversions in test_fp16.py."""
+import hashlib
+import json
 import re
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -73,6 +77,26 @@ def test_numba_equals_numpy_twin(rows, t):
     assert got.shape == (rows.shape[0], row_nbytes(t, rows.shape[1]))
     bad = np.nonzero((got != expected).any(axis=1))[0]
     assert bad.size == 0, f"rows {bad.tolist()} differ"
+
+
+EDGE_DIR = Path(__file__).resolve().parent / "data" / "golden" / "quant"
+EDGES = json.loads((EDGE_DIR / "edges.json").read_text())
+
+
+@pytest.mark.parametrize("quantizer", ["numba", "numpy"])
+@pytest.mark.parametrize("name", sorted(EDGES["types"]))
+def test_edge_and_threshold_rows_give_llama_quantize_bytes(name, quantizer):
+    """edges.npy: edge_rows(256), a Q6_K block whose largest sub-block scale is exactly
+    GROUP_MAX_EPS (kept, not zeroed, as ggml's `<` keeps it), and rows whose groups peak exactly
+    at, or one ulp below, each group threshold; llama-quantize's bytes as sha256 per row
+    (tests/data/make_edges_golden.py)."""
+    rows = np.load(EDGE_DIR / "edges.npy")
+    assert rows.shape == (EDGES["rows"], 256)
+    t = GGMLType[name]
+    got = (Q.quantize if quantizer == "numba" else Q.quantize_ref)(rows, t)
+    got = np.asarray(got).view(np.uint8).reshape(len(rows), row_nbytes(t, 256))
+    bad = [i for i, h in enumerate(EDGES["types"][name]) if hashlib.sha256(got[i].tobytes()).hexdigest() != h]
+    assert not bad, f"{name} rows {bad} differ from llama-quantize's"
 
 
 IMATRIX_TYPES = [t for t in ALL_TYPES if Q.TYPES[t].uses_imatrix]

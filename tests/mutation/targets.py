@@ -82,7 +82,7 @@ def hand() -> list:
         hand_mutant("tinyllm/quants/fit.py", "make_qx_quants_ref", "range(-9, 10)", "range(-9, 9)", "twin misses its last trial"),
         hand_mutant("tinyllm/quants/fit.py", "qx_lanes", "range(-9, 10)", "range(-9, 9)", "lane fit (Q6_K) misses its last trial"),
         hand_mutant("tinyllm/quants/fit.py", "qx_lanes", "range(-9, 10)", "range(-8, 10)", "lane fit (Q6_K) misses its first trial"),
-        hand_mutant("tinyllm/model/ops.py", "rms_norm", "np.float32(eps)", "np.float32(0.0)", "eps dropped"),
-        hand_mutant("tinyllm/model/ops.py", "add_rms_norm", "np.float32(eps)", "np.float32(0.0)", "eps dropped"),
+        # rms_norm and add_rms_norm both take their scale from _rms_scale
+        hand_mutant("tinyllm/model/ops.py", "_rms_scale", "np.float32(eps)", "np.float32(0.0)", "eps dropped"),
         hand_mutant("tinyllm/model/ops.py", "head_norm_rope", "np.float32(eps)", "np.float32(0.0)", "eps dropped"),
     ]
