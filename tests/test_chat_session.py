@@ -273,3 +273,24 @@ def test_tiny_model_second_turn_reuses_the_cache(tiny_gemma):
     r3 = fresh.ask("world")
     assert r3.read() == text2
     assert r3.stats.prompt_tokens == len(full) and r3.stats.reused_tokens == 0
+
+
+@pytest.mark.slow
+def test_chatml_prompt_of_the_default_chat_model_is_llama_cpps():
+    """SmolLM2's BOS is <|im_start|> and its vocabulary adds no BOS: the template's first
+    <|im_start|> is the prompt's own first token, not a BOS to strip (llama.cpp strips a
+    template's leading BOS only where the vocabulary adds one). Rendered text and ids against
+    llama-tokenize's (tests/data/golden/smollm2/chat-prompts.json)."""
+    from pathlib import Path
+
+    import tinyllm
+    from tinyllm.default_model import default_chat_model_path
+
+    golden = json.loads((Path(__file__).parent / "data" / "golden" / "smollm2" / "chat-prompts.json").read_text())
+    model = tinyllm.load(default_chat_model_path(), n_ctx=256)
+    template, _ = templates.choose(model.gguf.metadata, "auto", origin="SmolLM2")
+    s = ChatSession(model, template)
+    for case in golden["cases"]:
+        messages = [{"role": "user", "content": case["message"]}]
+        assert s.render(messages) == case["text"]
+        assert s.tokens(messages) == case["ids"], case["message"]

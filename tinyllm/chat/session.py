@@ -184,9 +184,13 @@ class ChatSession:
         self.tokenizer = tok = self.model.tokenizer
         t = self.template
         if t.name == "jinja":
-            # Jinja templates write {{ bos_token }} themselves; render() strips it again.
+            # Jinja templates write {{ bos_token }} themselves; render() strips it again where
+            # the tokenizer adds BOS (as llama.cpp does). Where it adds none, a leading BOS text
+            # is the prompt's own first token: SmolLM2's BOS is the <|im_start|> that opens
+            # every ChatML prompt.
             t.bos_token = t.bos_token or self._text(tok.bos_id)
             t.eos_token = t.eos_token or self._text(tok.eos_id)
+            t.strip_bos = bool(tok.add_bos)
         self.stop_ids = frozenset(tok.eog_ids) | {
             i for i in (tok.token_to_id(s) for s in t.stop_texts) if i is not None
         }
