@@ -44,6 +44,23 @@ def build(args) -> list[engine.Mutant]:
     hand = [h for h in targets.hand() if h.module in mods]
     keys = {m.key for m in out}
     out.extend(h for h in hand if h.key not in keys)
+    if args.skip:
+        out = _without_done(out, args.skip)
+    return out
+
+
+def _without_done(mutants, path: Path) -> list:
+    """Leave out mutants an earlier run's .jsonl already recorded: each recorded key takes out
+    one mutant with that key (keys are not unique: one line can hold several equal edits)."""
+    from collections import Counter
+
+    done = Counter(json.loads(line)["key"] for line in path.read_text().splitlines() if line.strip())
+    out = []
+    for m in mutants:
+        if done[m.key] > 0:
+            done[m.key] -= 1
+        else:
+            out.append(m)
     return out
 
 
@@ -72,7 +89,9 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-only", action="store_true", help="run the unmutated selections only")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
                    help="run every selection unmutated first (default: yes, no with --quick)")
-    p.add_argument("--json", type=Path, help="write every result to this file")
+    p.add_argument("--json", type=Path, help="write every result to this file (and each as it ends to FILE.jsonl)")
+    p.add_argument("--skip", type=Path, metavar="JSONL",
+                   help="leave out the mutants an earlier run's .jsonl recorded (to finish a stopped run)")
     args = p.parse_args(argv)
 
     mutants = build(args)
