@@ -324,6 +324,56 @@ def test_rms_norm_is_bit_exact_with_ggml(n):
     assert np.array_equal(acc.view(np.uint32), want.view(np.uint32))
 
 
+def test_fma32_rounds_once_to_nearest_even():
+    """The compiled llvm.fma (hardware FMA or libm's fmaf) against rationals rounded once, on
+    random triples, on sums exactly halfway between two float32s (ties to even; a float64
+    intermediate would round twice) and on exact zeros of both signs."""
+    import numba
+
+    from tinyllm.quants.rounding import fma32, fma32_exact
+
+    @numba.njit
+    def run(a, b, c, out):
+        for i in range(a.shape[0]):
+            out[i] = fma32(a[i], b[i], c[i])
+
+    rng = np.random.default_rng(21)
+    a, b, c = (rng.standard_normal((3, 3000)) * 10.0 ** rng.integers(-8, 8, (3, 3000))).astype(F32)
+    one, half_ulp = F32(1.0), F32(2.0**-24)
+    tie = [(half_ulp, one, one), (F32(3) * half_ulp, one, one), (-half_ulp, one, -one), (F32(2.0**-25), F32(1 + 2.0**-23), one)]
+    zeros = [(F32(0.0), F32(1.0), F32(-0.0)), (F32(-0.0), F32(1.0), F32(-0.0)), (F32(2.0), F32(3.0), F32(-6.0))]
+    extra = np.array(tie + zeros, F32).T
+    a, b, c = (np.concatenate([u, v]) for u, v in zip((a, b, c), extra))
+    got = np.empty_like(a)
+    run(a, b, c, got)
+    want = np.array([fma32_exact(*t) for t in zip(a, b, c)], F32)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert want[-7] == one and want[-6] == F32(1 + 2.0**-22) and np.signbit(want[-2]) and not np.signbit(want[-1])
+
+
+@pytest.mark.parametrize("model", ["gemma", "smollm2"])
+def test_head_norm_rope_is_bit_exact_with_llama_cpp(model):
+    """Layer 0's K rows of the two real models before and after llama.cpp's per-head RMSNorm
+    (Gemma 3, NEOX pairs) and RoPE (SmolLM2, adjacent pairs), as its graph computed them
+    (tests/data/golden/rope/rope.npz, tests/data/make_rope_golden.py): the cos/sin table and
+    the rotation agree bit for bit, fused products included."""
+    from pathlib import Path
+
+    from tinyllm.model import ops
+
+    g = np.load(Path(__file__).parent / "data" / "golden" / "rope" / "rope.npz")
+    x, want = g[f"{model}_in"].copy(), g[f"{model}_out"]
+    T, _, d = x.shape
+    cos, sin = np.empty((T, d // 2), F32), np.empty((T, d // 2), F32)
+    ops.rope_table(cos, sin, 0, float(g[f"{model}_base"]), 1.0, np.ones(d // 2, F32))
+    if model == "gemma":
+        ops.head_norm_rope(x, g["gemma_k_norm"], True, float(g["gemma_eps"]), cos, sin, True, 1.0)
+    else:
+        ops.head_norm_rope(x, np.ones(d, F32), False, 1e-5, cos, sin, False, 1.0)
+    differ = int((x.view(np.uint32) != want.view(np.uint32)).sum())
+    assert differ == 0, f"{differ} of {x.size} values differ from llama.cpp's"
+
+
 def test_rms_norm_past_float32_mean_overflow_is_ggmls_zero():
     """ggml keeps mean(x²) in float32 (ggml_compute_forward_rms_norm_f32): at |x| ~ 1e20 it is
     Inf and the output 0, where float64 would give x/rms. tinyllm does what ggml does."""

@@ -17,6 +17,7 @@ from numba.extending import overload
 
 from ..jit import FAST_FLAGS, jit_exact, jit_fast
 from ..quants.fp16 import f16_row_to_f32, f32_row_to_f16, fp16_bits_to_fp32, fp32_to_fp16_bits, fp32_to_fp16_bits_finite
+from ..quants.rounding import fma32
 
 QK8_0 = 32
 Q8_0_BYTES = 34
@@ -154,6 +155,25 @@ def swiglu(out, gate, up):
             out[t, j] = (x / (np.float32(1.0) + np.exp(-x))) * up[t, j]
 
 
+_cosf, _sinf = np.cos, np.sin  # float32: compiled, these call libm's cosf/sinf, as ggml does
+
+if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1: NumPy's float32 cos/sin differ from libm's in the last bit
+    import ctypes
+    import ctypes.util
+
+    _libm_name = ctypes.util.find_library("m")
+    if _libm_name:
+        _libm = ctypes.CDLL(_libm_name)
+        _libm.cosf.restype = _libm.sinf.restype = ctypes.c_float
+        _libm.cosf.argtypes = _libm.sinf.argtypes = [ctypes.c_float]
+
+        def _cosf(x):
+            return np.float32(_libm.cosf(x))
+
+        def _sinf(x):
+            return np.float32(_libm.sinf(x))
+
+
 @jit_exact
 def rope_table(cos, sin, pos0, base, freq_scale, factors):
     """cos/sin (T, n_rot/2) for positions pos0..pos0+T-1, built as ggml_rope_cache_init does:
@@ -165,16 +185,18 @@ def rope_table(cos, sin, pos0, base, freq_scale, factors):
         theta = np.float32(pos0 + t)
         for i in range(half):
             th = np.float32(freq_scale) * (theta / factors[i])
-            cos[t, i] = np.cos(th)
-            sin[t, i] = np.sin(th)
+            cos[t, i] = _cosf(th)
+            sin[t, i] = _sinf(th)
             theta = theta * theta_scale
 
 
-@jit_fast
+@jit_exact
 def head_norm_rope(x, w, use_norm, eps, cos, sin, neox, scale):
     """In place on x (T, n_head, d): optional RMSNorm over each head times w (Gemma's q/k norm),
     then RoPE on the first n_rot = 2·cos.shape[1] dims, then x *= scale.
-    neox rotates (x[i], x[i + n_rot/2]); otherwise adjacent pairs (x[2i], x[2i+1]) (§2.2)."""
+    neox rotates (x[i], x[i + n_rot/2]); otherwise adjacent pairs (x[2i], x[2i+1]) (§2.2).
+    Bit for bit as ggml: the norm as rms_norm computes it, and each rotated pair as GCC compiles
+    ggml's `x0*cos - x1*sin`, `x0*sin + x1*cos`: x1's product rounded, x0's fused into it."""
     T, nh, d = x.shape
     half = cos.shape[1]
     sc = np.float32(scale)
@@ -184,24 +206,21 @@ def head_norm_rope(x, w, use_norm, eps, cos, sin, neox, scale):
         for h in range(nh):
             r = x[t, h]
             if use_norm:
-                acc = 0.0
-                for j in range(d):
-                    acc += np.float64(r[j] * r[j])
-                inv = np.float32(1.0) / np.sqrt(np.float32(acc / d) + np.float32(eps))
+                inv = _rms_scale(x[t], h, eps)
                 for j in range(d):
                     r[j] = (r[j] * inv) * w[j]
             if neox:
                 for i in range(half):
                     a = r[i]
                     b = r[i + half]
-                    r[i] = (a * c[i] - b * s_[i]) * sc
-                    r[i + half] = (a * s_[i] + b * c[i]) * sc
+                    r[i] = fma32(a, c[i], -(b * s_[i])) * sc
+                    r[i + half] = fma32(a, s_[i], b * c[i]) * sc
             else:
                 for i in range(half):
                     a = r[2 * i]
                     b = r[2 * i + 1]
-                    r[2 * i] = (a * c[i] - b * s_[i]) * sc
-                    r[2 * i + 1] = (a * s_[i] + b * c[i]) * sc
+                    r[2 * i] = fma32(a, c[i], -(b * s_[i])) * sc
+                    r[2 * i + 1] = fma32(a, s_[i], b * c[i]) * sc
             if sc != 1.0:
                 for j in range(2 * half, d):  # dims past n_rot are only scaled
                     r[j] *= sc
