@@ -55,7 +55,9 @@ MODULES: dict[str, list[list[str]]] = {
     # (the golden-file and Gemma cases take ~8 minutes with the JIT off; random blocks cover every type)
     "tinyllm/quants/matmul.py": [[KK, "-k", "not llama_cpp and not gemma"]],
     "tinyllm/quants/floats.py": [[KB, KQ, KK, "-k", "F16 or BF16 or F32 or bf16"]],
-    "tinyllm/quants/iq4_nl.py": _type("IQ4_NL"),
+    # iq4_nl.py holds the block code of both IQ4 types (iq4_block, best_index)
+    "tinyllm/quants/iq4_nl.py": [[KE, KB, KQ, "-k", "IQ4_NL or iq4_nl or IQ4_XS or iq4_xs or best_index"],
+                                 _golden("IQ4_NL", "IQ4_XS"), [KK, "-k", "IQ4_NL or IQ4_XS"]],
     "tinyllm/quants/iq4_xs.py": _type("IQ4_XS"),
     "tinyllm/quants/q2_k.py": _type("Q2_K"),
     "tinyllm/quants/q3_k.py": _type("Q3_K"),
