@@ -399,6 +399,81 @@ def test_head_norm_at_tiny_magnitude_uses_eps():
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-30)
 
 
+def _attention_f64(q, k, v, scale):
+    """Causal softmax(q·kᵀ·scale)·v in float64; q (T, H, d), k/v (T, Hkv, d), head h -> KV head h // (H/Hkv)."""
+    T, H, _ = q.shape
+    group = H // k.shape[1]
+    out = np.empty(q.shape)
+    for t in range(T):
+        for h in range(H):
+            s = k[: t + 1, h // group].astype(np.float64) @ q[t, h].astype(np.float64) * scale
+            p = np.exp(s - s.max())
+            out[t, h] = (p / p.sum()) @ v[: t + 1, h // group]
+    return out
+
+
+def test_attention_with_four_query_heads_per_kv_head_and_odd_key_counts():
+    """Gemma's shape of grouped attention (4 query heads per KV head) at every key count from 1
+    to 41, odd ones included (the score tiles' leftover row and column paths), in the prefill
+    kernel, the one-thread decode and the chunked parallel decode, against float64."""
+    from tinyllm.model import ops
+
+    rng = np.random.default_rng(15)
+    H, Hkv, d, T = 8, 2, 32, 41
+    k, v = (rng.standard_normal((2, T, Hkv, d))).astype(F32)
+    q = rng.standard_normal((T, H, d)).astype(F32)
+    kc, vc = np.zeros((64, Hkv, d), F32), np.zeros((64, Hkv, d), F32)
+    kc[:T], vc[:T] = k, v
+    want = _attention_f64(q, k, v, 0.125)
+    pre = np.empty_like(q)
+    ops.attn_prefill(pre, q, kc, vc, 0, 0, F32(0.125))
+    np.testing.assert_allclose(pre, want, atol=3e-5)
+    part_o = np.zeros((ops.MAX_TASKS, H // Hkv, d), F32)
+    part_ml = np.zeros((ops.MAX_TASKS, H // Hkv, 2), F32)
+    for t in range(T):
+        dec = np.empty((H, d), F32)
+        ops.attn_decode_serial(dec, q[t], kc, vc, t, 0, F32(0.125), part_o, part_ml)
+        np.testing.assert_allclose(dec, want[t], atol=3e-5, err_msg=f"serial decode at {t + 1} keys")
+        for n_chunk in (2, 5):
+            ops.attn_decode(dec, q[t], kc, vc, t, 0, F32(0.125), part_o, part_ml, n_chunk)
+            np.testing.assert_allclose(dec, want[t], atol=3e-5, err_msg=f"{n_chunk} chunks at {t + 1} keys")
+
+
+@pytest.mark.parametrize("store", ["f32", "f16"])
+def test_kv_store_writes_each_token_to_its_ring_cell(store):
+    """Tokens at positions pos0.. land in cells (pos0 + t) % n_cells, and no other cell changes."""
+    from tinyllm.model import ops
+    from tinyllm.quants.fp16 import fp32_to_fp16
+
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((5, 2, 8)).astype(F32)
+    dtype = F32 if store == "f32" else np.uint16
+    cache = np.full((8, 2, 8), 7, dtype)
+    getattr(ops, f"store_{store}")(cache, x, 6)
+    want = np.full((8, 2, 8), 7, dtype)
+    want[[6, 7, 0, 1, 2]] = x if store == "f32" else fp32_to_fp16(x).view(np.uint16)
+    assert np.array_equal(cache, want)
+
+
+def test_geglu_at_the_ends_of_the_fp16_table_is_ggmls_rule():
+    """ggml_vec_gelu_f32: x <= -10 gives +0, x >= 10 gives x, the fp16 table between; compared
+    bit for bit (the table's own value at -10 is -0.0, so the rule shows in the sign of zero)."""
+    from tinyllm.model import ops
+    from tinyllm.quants.fp16 import fp32_to_fp16
+
+    ends = np.array([-10.0, 10.0], F32)
+    x = np.concatenate([ends, np.nextafter(ends, F32(-np.inf)), np.nextafter(ends, F32(np.inf)), [-3e38, 3e38, 0.0, -0.0]])
+    x = x.astype(F32)[None]
+    up = np.ones_like(x)
+    table = ops.gelu_fp16_table()
+    out = np.empty_like(x)
+    ops.geglu(out, x, up, table)
+    mid = table[fp32_to_fp16(np.clip(x, -10, 10)).view(np.uint16)]
+    want = np.where(x <= -10, F32(0.0), np.where(x >= 10, x, mid)).astype(F32)
+    assert np.array_equal(out.view(np.uint32), want.view(np.uint32))
+    assert not np.signbit(out[0, 0]) and np.signbit(table[fp32_to_fp16(np.array([-10.0], F32)).view(np.uint16)][0])
+
+
 @pytest.mark.parametrize("mag", [1e-20, 1.0, 1e20])
 def test_attention_softmax_at_small_and_large_scores_against_float64(mag):
     """Scores q·k·scale from ~1e-20 (uniform weights) to ~1e20 (one-hot) against a float64 softmax."""

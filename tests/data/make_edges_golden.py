@@ -13,7 +13,10 @@ The rows (float32, 256 values each) are tests/test_quantizers.py's edge rows plu
   a row whose every 16-value group has its largest magnitude exactly at it, and the same row
   one ulp below (llama-quantize makes IQ3_XXS and IQ1 only with an importance matrix, so here
   those rows try the other types at those magnitudes);
-- a normal row with one 16-value group at exactly 1e-15 and one 32-value block one ulp below.
+- a normal row with one 16-value group at exactly 1e-15 and one 32-value block one ulp below;
+- rows of 16- and 32-value groups each followed by its negation; the 16-groups on Q3_K's grid,
+  so that two sub-block scales are exactly c and -c and "the first largest" alone decides the
+  super-block's scale (the c are distinct powers of two: the largest pair is unique).
 
 They are the first rows of blk.0.attn_q.weight of a one-layer llama model (zeros elsewhere);
 `llama-quantize --pure MODEL OUT TYPE` quantizes it and edges.json keeps, per type, the sha256 of
@@ -82,6 +85,15 @@ def threshold_rows() -> np.ndarray:
     mixed[16:32] = at_threshold(1e-15, False, rng)[:16]
     mixed[64:96] = at_threshold(1e-15, True, rng)[:32]
     rows.append(mixed)
+    # 16-groups on Q3_K's grid (c * l, l in -4..3, -4 the one largest), each followed by its
+    # negation: both fit exactly, to scales c and -c, so the super-block's largest scale is a tie
+    # in magnitude that only "the first wins" settles (c a power of two: every sum is exact)
+    pattern = np.array([-4, 3, -3, 2, -2, 1, -1, 0, 3, 2, 1, 0, -1, -2, -3, 1], F32)
+    c = F32(2.0) ** np.array([-3, -1, -2, -4, -1, -5, -3, -2], F32)
+    pairs = (c[:, None] * pattern[None]).astype(F32)
+    rows.append(np.stack([pairs, -pairs], axis=1).reshape(N))
+    half = rng.standard_normal((N // 64, 32)).astype(F32)  # the same pairing for 32-groups
+    rows.append(np.stack([half, -half], axis=1).reshape(N))
     return np.array(rows, F32)
 
 
