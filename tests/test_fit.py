@@ -48,13 +48,6 @@ def weights_for(x: np.ndarray, seed: int) -> np.ndarray:
 
 
 @numba.njit
-def _qx_groups(x, nmax, rmse_type, qw, L, scales):
-    n = x.shape[1]
-    for g in range(x.shape[0]):
-        scales[g] = fit.make_qx_quants(n, nmax, x[g], 0, L[g], 0, rmse_type, qw[g], 0)
-
-
-@numba.njit
 def _q3_groups(x, nmax, do_rmse, L, scales):
     n = x.shape[1]
     for g in range(x.shape[0]):
@@ -92,37 +85,22 @@ def same(a, b) -> bool:
 # make_qx_quants
 
 
-@pytest.mark.parametrize("n, nmax", [(16, 32), (16, 4), (32, 8), (32, 16)])
-@pytest.mark.parametrize("rmse_type", [1, 0, 2, 3, 4, -1, -3])
-@pytest.mark.parametrize("weighted", [False, True], ids=["NULL", "qw"])
-def test_make_qx_quants_numba_equals_twin(n, nmax, rmse_type, weighted):
-    x = edge_groups(n, seed=n + nmax)
-    qw = weights_for(x, 1) if weighted else np.zeros((x.shape[0], 0), F32)
-    L = np.full(x.shape, -99, np.int64)
-    scales = np.empty(x.shape[0], F32)
-    _qx_groups(x, nmax, rmse_type, qw, L, scales)
-    want_s, want_L = fit.make_qx_quants_ref(x, nmax, rmse_type, qw if weighted else None)
-    assert same(scales, want_s)
-    assert same(L, want_L)
-    assert ((0 <= L) & (L < 2 * nmax)).all()
-    assert (L[0] == 0).all() and scales[0] == 0  # the all-zero group: L = 0 (not nmax), scale 0
-
-
-@pytest.mark.parametrize("nmax", [32, 4, 8])
+@pytest.mark.parametrize("nmax", [32, 4, 8, 16])
 @pytest.mark.parametrize("weighted", [False, True], ids=["x2", "qw"])
-def test_qx_lanes_equal_the_scalar_fit(nmax, weighted):
+def test_qx_lanes_equal_the_twin(nmax, weighted):
+    """make_qx_quants as the row quantizers run it (every group of a row side by side, weights
+    x² or an importance row) against its NumPy twin, on the edge groups."""
     x = edge_groups(16, seed=nmax)
-    qw = weights_for(x, 2) if weighted else np.zeros((x.shape[0], 0), F32)
-    L = np.empty(x.shape, np.int64)
-    scales = np.empty(x.shape[0], F32)
-    _qx_groups(x, nmax, 1, qw, L, scales)
+    qw = weights_for(x, 2) if weighted else None
+    want_s, want_L = fit.make_qx_quants_ref(x, nmax, 1, qw)
     xt = np.ascontiguousarray(x.T)
     wt = np.ascontiguousarray(qw.T) if weighted else np.zeros((0, 0), F32)
     Lt = np.empty_like(xt)
     st = np.empty((8, x.shape[0]), F32)
     fit.qx_lanes(xt, wt, nmax, Lt, st)
-    assert same(st[0], scales)
-    assert same(Lt.T.astype(np.int64), L)
+    assert same(st[0], want_s)
+    assert same(Lt.T.astype(np.int64), want_L.astype(np.int64))
+    assert (want_L[0] == 0).all() and want_s[0] == 0  # the all-zero group: L = 0 (not nmax), scale 0
 
 
 def test_make_qx_quants_rounding_and_early_return_follow_the_c():

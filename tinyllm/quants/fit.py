@@ -1,6 +1,7 @@
 """The scale searches the K-quant quantizers share (kquants.md §3.4, §3.5; kquants-family.md
 §3.1-§3.4): NumPy twins that run many groups at once, and the Numba versions the row
-quantizers call (scalar, plus "lanes" versions that fit all groups of a row side by side).
+quantizers call (scalar, plus "lanes" versions that fit all groups of a row side by side;
+make_qx_quants runs only as lanes: qx_lanes, its twin make_qx_quants_ref).
 
     make_qkx2_quants  fit x ~ scale*L + min (min <= 0) by weighted least squares over trial scales
     make_qkx3_quants  the same search; weights default to x*x (the imatrix paths pass their own)
@@ -274,76 +275,6 @@ def make_qkx3_quants(xr, base, w, L, lb, laux, nmax, rmin, rdelta, nstep, n, use
     for i in range(n):
         ww[i] = xr[base + i] * xr[base + i]
     return make_qkx2_quants(xr, base, ww, L, lb, laux, nmax, rmin, rdelta, nstep, n, use_mad)
-
-
-@jit_exact(inline="always")
-def _qx_weight(v, rmse_type, qw, qo, i):
-    if qw.shape[0] != 0:
-        return qw[qo + i]
-    if rmse_type == 1:
-        return v * v
-    if rmse_type == 2:
-        return _F1
-    if rmse_type == 3:
-        return abs(v)
-    return np.sqrt(abs(v))
-
-
-@jit_exact
-def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qo):
-    """Symmetric fit x[xo:xo+n] ~ scale*l, l in -nmax..nmax-1; writes L[lo:lo+n] = l + nmax (0 for
-    an all-zero group); returns scale (§3.5). Weights qw[qo:qo+n], or by rmse_type when qw is
-    empty; rmse_type 0 rounds only, a negative one stops after the first fit (see the twin)."""
-    mx = _F0
-    amax = _F0
-    for i in range(n):
-        ax = abs(x[xo + i])
-        if ax > amax:
-            amax = ax
-            mx = x[xo + i]
-    if amax < _EPS:
-        for i in range(n):
-            L[lo + i] = 0
-        return _F0
-    fnmax = F32(nmax)
-    iscale = -fnmax / mx
-    if rmse_type == 0:
-        for i in range(n):
-            L[lo + i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[xo + i])))
-        return _F1 / iscale
-    early = rmse_type < 0
-    rt = -rmse_type if early else rmse_type
-    sumlx = _F0
-    suml2 = _F0
-    for i in range(n):
-        v = x[xo + i]
-        l = max(-nmax, min(nmax - 1, nearest_int(iscale * v)))
-        L[lo + i] = l + nmax
-        w = _qx_weight(v, rt, qw, qo, i)
-        sumlx += w * v * F32(l)
-        suml2 += w * F32(l) * F32(l)
-    scale = sumlx / suml2 if suml2 != _F0 else _F0
-    if early:
-        return F32(0.5) * (scale + _F1 / iscale) if suml2 > _F0 else _F1 / iscale
-    best = scale * sumlx
-    for step in range(-9, 10):
-        if step == 0:
-            continue
-        iscale = -(fnmax + _F0_1 * F32(step)) / mx
-        sumlx = _F0
-        suml2 = _F0
-        for i in range(n):
-            v = x[xo + i]
-            l = max(-nmax, min(nmax - 1, nearest_int(iscale * v)))
-            w = _qx_weight(v, rt, qw, qo, i)
-            sumlx += w * v * F32(l)
-            suml2 += w * F32(l) * F32(l)
-        if suml2 > _F0 and sumlx * sumlx > best * suml2:
-            for i in range(n):
-                L[lo + i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[xo + i])))
-            scale = sumlx / suml2
-            best = scale * sumlx
-    return scale
 
 
 @jit_exact
