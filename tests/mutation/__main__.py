@@ -64,6 +64,16 @@ def _without_done(mutants, path: Path) -> list:
     return out
 
 
+def _listed_equivalent(mutants, equivalent) -> list:
+    """The mutants README.md explains as equivalent, which need not run (each would pass every
+    test of its selection: the slowest kind of run). A key that names several mutants (one line,
+    several equal edits) runs anyway: the README's reason may cover only some of them."""
+    from collections import Counter
+
+    n = Counter(m.key for m in mutants)
+    return [m for m in mutants if m.key in equivalent and n[m.key] == 1]
+
+
 def _baseline(spaces, i, mod, args):
     ws = spaces[i % len(spaces)]
     with _ws_locks[id(ws)]:
@@ -90,6 +100,8 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
                    help="run every selection unmutated first (default: yes, no with --quick)")
     p.add_argument("--json", type=Path, help="write every result to this file (and each as it ends to FILE.jsonl)")
+    p.add_argument("--run-equivalent", action="store_true",
+                   help="also run the mutants README.md lists as equivalent (by default they are counted, not run)")
     p.add_argument("--skip", type=Path, metavar="JSONL",
                    help="leave out the mutants an earlier run's .jsonl recorded (to finish a stopped run)")
     args = p.parse_args(argv)
@@ -101,7 +113,10 @@ def main(argv=None) -> int:
         print(f"{len(mutants)} mutants")
         return 0
     equivalent = equivalent_keys()
-    print(f"{len(mutants)} mutants over {len({m.module for m in mutants})} modules, {args.jobs} jobs", flush=True)
+    listed = [] if args.run_equivalent else _listed_equivalent(mutants, equivalent)
+    mutants = [m for m in mutants if all(m is not x for x in listed)]
+    print(f"{len(mutants)} mutants over {len({m.module for m in mutants})} modules, {args.jobs} jobs"
+          + (f" ({len(listed)} listed as equivalent in README.md, not run)" if listed else ""), flush=True)
 
     spaces = [engine.Workspace() for _ in range(args.jobs)]
     for ws in spaces:
@@ -121,7 +136,7 @@ def main(argv=None) -> int:
         if args.baseline_only:
             return 0
         free = list(spaces)
-        results = []
+        results = [(m, "equivalent", 0.0, "listed in README.md, not run") for m in listed]
         t0 = time.monotonic()
         with cf.ThreadPoolExecutor(args.jobs) as pool:
             futs = {}
@@ -162,7 +177,7 @@ def report(results, equivalent, wall, json_path) -> int:
         c[1] += 1
         if st in ("killed", "timeout"):
             c[0] += 1
-        elif m.key in equivalent:
+        elif st == "equivalent" or m.key in equivalent:
             c[2] += 1
         else:
             survivors.append(m)
