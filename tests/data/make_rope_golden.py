@@ -38,8 +38,8 @@ def dump(exe: Path, model: Path, tmp: Path, names) -> dict[str, np.ndarray]:
     return {p.name[: -len(".f32")]: np.fromfile(p, np.float32) for p in out.glob("*.f32")}
 
 
-def field(model: Path, key: str):
-    f = gguf.GGUFReader(model).get_field(key)
+def field(reader: gguf.GGUFReader, key: str):
+    f = reader.get_field(key)
     return f.parts[f.data[0]][0].item()
 
 
@@ -50,18 +50,19 @@ def main(llama: str, gemma: str, smollm2: str) -> None:
         exe = build(llama, tmp)
         g = dump(exe, gemma, tmp, ["Kcur-0", "Kcur_normed-0"])
         s = dump(exe, smollm2, tmp, ["Kcur-0"])
-    k_norm = next(t for t in gguf.GGUFReader(gemma).tensors if t.name == "blk.0.attn_k_norm.weight")
-    d_g, d_s = 256, field(smollm2, "llama.embedding_length") // field(smollm2, "llama.attention.head_count")
-    n_kv_s = field(smollm2, "llama.attention.head_count_kv")
+    gr, sr = gguf.GGUFReader(gemma), gguf.GGUFReader(smollm2)
+    k_norm = next(t for t in gr.tensors if t.name == "blk.0.attn_k_norm.weight")
+    d_g, d_s = 256, field(sr, "llama.embedding_length") // field(sr, "llama.attention.head_count")
+    n_kv_s = field(sr, "llama.attention.head_count_kv")
     arrays = {
         "gemma_in": g["Kcur-0.0.MUL_MAT"].reshape(-1, 1, d_g),
         "gemma_out": g["Kcur-0.2.ROPE"].reshape(-1, 1, d_g),
         "gemma_k_norm": np.asarray(k_norm.data, np.float32).copy(),
         "gemma_base": np.float32(10000.0),  # layer 0 is a sliding-window layer
-        "gemma_eps": np.float32(field(gemma, "gemma3.attention.layer_norm_rms_epsilon")),
+        "gemma_eps": np.float32(field(gr, "gemma3.attention.layer_norm_rms_epsilon")),
         "smollm2_in": s["Kcur-0.1.RESHAPE"].reshape(-1, n_kv_s, d_s),
         "smollm2_out": s["Kcur-0.2.ROPE"].reshape(-1, n_kv_s, d_s),
-        "smollm2_base": np.float32(field(smollm2, "llama.rope.freq_base")),
+        "smollm2_base": np.float32(field(sr, "llama.rope.freq_base")),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez(OUT, **arrays)

@@ -114,7 +114,8 @@ def main(argv=None) -> int:
         return 0
     equivalent = equivalent_keys()
     listed = [] if args.run_equivalent else _listed_equivalent(mutants, equivalent)
-    mutants = [m for m in mutants if all(m is not x for x in listed)]
+    skipped = {id(m) for m in listed}
+    mutants = [m for m in mutants if id(m) not in skipped]
     print(f"{len(mutants)} mutants over {len({m.module for m in mutants})} modules, {args.jobs} jobs"
           + (f" ({len(listed)} listed as equivalent in README.md, not run)" if listed else ""), flush=True)
 
