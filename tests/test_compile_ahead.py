@@ -39,15 +39,13 @@ PROBE = textwrap.dedent(
     from tinyllm.sampling import SamplingParams
 
     calls = []
-    real = ca.compile_ahead
-    ca.compile_ahead = lambda *a, **k: calls.append(1) or real(*a, **k)
-    import tinyllm.model.core as core
-    core.compile_ahead = ca.compile_ahead
+    real = ca.start
+    ca.start = lambda *a, **k: calls.append(r := real(*a, **k)) or r
     m = tinyllm.load(sys.argv[1], n_ctx=64)
     m.warmup()
     n_warmup = len(compiled)
     text = tinyllm.generate(m, [1, 2, 3], max_tokens=4, params=SamplingParams(temperature=0)).read()
-    print(json.dumps({"warmup": compiled[:n_warmup], "after": compiled[n_warmup:], "workers_ran": bool(calls)}))
+    print(json.dumps({"warmup": compiled[:n_warmup], "after": compiled[n_warmup:], "workers_ran": any(c is not None for c in calls)}))
     """
 )
 
@@ -79,15 +77,56 @@ def test_first_run_compiles_matmuls_in_workers_and_nothing_after_warmup(model_pa
     assert warm == {"warmup": [], "after": [], "workers_ran": False}
 
 
-def test_matmul_jobs_are_one_group_per_weight_type_with_runtime_signatures(model_path):
-    m = load(model_path, n_ctx=64)
-    groups = ca.matmul_jobs(m)
+@pytest.mark.parametrize("wtype, overrides", [
+    ("Q4_K", {"tensor_types": {"token_embd": "Q6_K", "blk.1.ffn_down": "Q8_0"}}),  # token_embd: rows only
+    ("Q8_0", {"tensor_types": {"output": "F16", "blk.0.attn_v": "Q5_0"}}),
+    ("F32", {}),
+    ("Q4_1", {"tied": True}),  # token_embd is the output matrix too
+    ("IQ4_XS", {"n_embd": 256, "head_dim": 64, "n_ff": 512}),
+])
+def test_jobs_from_sampled_rows_have_the_runtime_signatures(tmp_path, wtype, overrides):
+    """The workers start before the weights are repacked, from one tile of each weight type's
+    rows: their jobs must hold exactly the (kernel, signature) pairs that matmul calls on the
+    loaded model's matrices at 1 and 2 tokens, one job per kernel."""
+    from tinyllm.quants.matmul import kernel_calls
+
+    path = make_tiny_model(tmp_path, "llama", wtype, **overrides)
+    m = load(path, n_ctx=64)
+    jobs = ca.matmul_jobs(ca.sample_matrices(m.gguf, m.config))
+    got = {(j.kernel.py_func.__qualname__, j.kernel.py_func.__module__, s) for j in jobs for s in j.sigs}
+    want = set()
     w = m.weights
-    matmul_types = {w.output.type} | {v.type for lw in w.blk for v in vars(lw).values() if hasattr(v, "spec")}
-    assert len(groups) == len(matmul_types) >= 1
-    for group in groups:
-        names = [k.py_func.__qualname__ for k, _ in group]
-        assert len(set(zip(names, [s for _, s in group]))) == len(group)  # no duplicate (kernel, signature)
+    for mat in [w.output] + [v for lw in w.blk for v in vars(lw).values() if hasattr(v, "spec")]:
+        for T in (1, 2):
+            for kernel, args in kernel_calls(mat, T):
+                want.add((kernel.py_func.__qualname__, kernel.py_func.__module__,
+                          tuple(kernel.typeof_pyval(a) for a in args)))
+    assert got == want
+    assert len({id(j.kernel) for j in jobs}) == len(jobs)
+    assert {s.type for s in ca.sample_matrices(m.gguf, m.config)} == {mat.type for _, mat in m.weights.matrices()
+                                                                       if mat is not w.token_embd or w.tied}
+
+
+def test_a_file_that_fails_to_load_stops_its_workers(tmp_path, monkeypatch):
+    """Workers forked at the header are stopped when the rest of the load fails."""
+    from tinyllm.errors import ModelError
+    from tinyllm.model import weights as wmod
+
+    started = []
+    real = ca.start
+    monkeypatch.setattr(ca, "warm_marker", lambda *a: tmp_path / "no-marker")
+    monkeypatch.setattr(ca, "can_fork_workers", lambda: True)
+    monkeypatch.setattr(ca, "start", lambda *a: started.append(real(*a)) or started[-1])
+
+    def broken(*a, **k):
+        raise ModelError("broken on purpose")
+
+    monkeypatch.setattr("tinyllm.model.core.Weights", broken)
+    path = make_tiny_model(tmp_path, "llama", "Q4_K")
+    with pytest.raises(ModelError, match="broken on purpose"):
+        load(path, n_ctx=64)
+    assert started and started[0] is not None
+    assert all(not p.is_alive() for p, _ in started[0].work.workers)
 
 
 def test_warmup_progress_line_on_a_terminal_only(model_path, tmp_path, monkeypatch):
@@ -101,7 +140,7 @@ def test_warmup_progress_line_on_a_terminal_only(model_path, tmp_path, monkeypat
     import tinyllm.model.core as core
 
     marker = tmp_path / "warm" / "marker"
-    monkeypatch.setattr(core, "warm_marker", lambda m: marker)
+    monkeypatch.setattr(ca, "warm_marker", lambda *a: marker)
     monkeypatch.setattr(ca._Progress, "_tick", lambda self: self.stream.write("\r" + self._line() + "\x1b[K"))
     tty = Terminal()
     m = load(model_path, n_ctx=64)
@@ -122,13 +161,13 @@ def test_warmup_progress_line_on_a_terminal_only(model_path, tmp_path, monkeypat
 
 def test_progress_line_estimates_from_the_work_done():
     p = ca._Progress(None, n_kernels=3, seconds=10.0)
-    assert "0/3 weight types" in p._line() and "about 10 s left" in p._line()
+    assert "0/3 kernels" in p._line() and "about 10 s left" in p._line()
     p.kernel_done()
     p.kernel_done()
     p.rest_done()
     p.t0 -= 3.0  # 3 s in, 3 of 4 parts done: about 1 s left
     line = p._line()
-    assert "[###############     ] 2/3 weight types, about 1 s left" in line, line
+    assert "[###############     ] 2/3 kernels, about 1 s left" in line, line
     p.close()
 
 

@@ -9,10 +9,10 @@ from ..errors import ModelBusyError, ModelError, UsageError
 from ..jit import follow_idle_cores, restart_idle_watch, touch_marker
 from . import forward as fw
 from . import ops
-from .compile_ahead import compile_ahead, warm_marker
+from . import compile_ahead
 from .config import ModelConfig
 from .kv_cache import KVCache
-from .weights import Weights
+from .weights import Weights, matrix_tensors
 
 
 class Model:
@@ -27,17 +27,24 @@ class Model:
         self.gguf = gguf
         self.path = Path(gguf.path)
         self.config = config
-        self.weights = Weights(gguf, config)
-        self.kv = KVCache(config, n_ctx=n_ctx, kv_type=kv_type, n_ubatch=n_ubatch)
-        half = config.n_rot // 2
-        rf = self.weights.rope_freqs if config.arch == "llama" else None
-        self.rope_factors = np.ascontiguousarray(rf, np.float32) if rf is not None else np.ones(half, np.float32)
-        if not (np.isfinite(self.rope_factors).all() and (self.rope_factors > 0).all()):
-            raise ModelError(f"{self.path}: tensor rope_freqs.weight holds values that are not finite and > 0 "
-                             f"(it divides the RoPE frequencies)")
-        self.no_norm = np.ones(config.head_dim, np.float32)
-        self.gelu_table = ops.gelu_fp16_table() if config.arch == "gemma3" else np.zeros(1, np.float32)
-        self._decode = fw.Scratch(config, 1)
+        self.weight_types = frozenset(t.type for t in matrix_tensors(gguf, config))
+        # a first run: workers compile the matmul kernels while the weights are repacked here
+        self._ahead = compile_ahead.start(gguf, config, self.weight_types)
+        try:
+            self.weights = Weights(gguf, config)
+            self.kv = KVCache(config, n_ctx=n_ctx, kv_type=kv_type, n_ubatch=n_ubatch)
+            half = config.n_rot // 2
+            rf = self.weights.rope_freqs if config.arch == "llama" else None
+            self.rope_factors = np.ascontiguousarray(rf, np.float32) if rf is not None else np.ones(half, np.float32)
+            if not (np.isfinite(self.rope_factors).all() and (self.rope_factors > 0).all()):
+                raise ModelError(f"{self.path}: tensor rope_freqs.weight holds values that are not finite and > 0 "
+                                 f"(it divides the RoPE frequencies)")
+            self.no_norm = np.ones(config.head_dim, np.float32)
+            self.gelu_table = ops.gelu_fp16_table() if config.arch == "gemma3" else np.zeros(1, np.float32)
+            self._decode = fw.Scratch(config, 1)
+        except BaseException:
+            self._stop_compiling()
+            raise
         self._tokenizer = None
         self.compile_seconds = None
         # One KV cache: one generation at a time. `_user` is (thread, generation) from the
@@ -79,7 +86,13 @@ class Model:
         self.kv.truncate(n_past)
 
     def close(self):
+        self._stop_compiling()
         self.gguf.close()
+
+    def _stop_compiling(self):
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
 
     def __enter__(self):
         return self
@@ -140,9 +153,11 @@ class Model:
         if self.kv.n_past:
             raise UsageError("warmup() must run before the first forward (the KV cache is not empty)")
         t0 = time.perf_counter()
-        marker = warm_marker(self)
-        cold = not marker.exists()
-        line = cold and not compile_ahead(self, notice) and notice is not None and notice.isatty()
+        marker = compile_ahead.warm_marker(self.config.arch, self.weight_types)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.finish(self, notice)
+        line = ahead is None and not marker.exists() and notice is not None and notice.isatty()
         ahead = time.perf_counter() - t0
         if line:  # one process compiles everything: say so while it does
             notice.write("compiling kernels (first run only, one core: about 30 s)...")

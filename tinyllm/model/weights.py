@@ -93,6 +93,19 @@ def _vector(info, where) -> np.ndarray:
     return v
 
 
+def matrix_tensors(gguf, cfg, matmul_only: bool = False) -> list:
+    """The TensorInfos of the file's weight matrices, unchecked (Weights checks them): with
+    matmul_only, those the forward pass multiplies by (not token_embd, which it reads rows of,
+    unless it also serves as the output matrix)."""
+    top, layer = _tensor_specs(cfg)
+    tensors = gguf.tensors
+    names = [n for n, kind, _, _ in top if kind == "m"]
+    if matmul_only and "output.weight" in tensors:
+        names.remove("token_embd.weight")
+    names += [f"blk.{il}.{n}" for il in range(cfg.n_layer) for n, kind, _, _ in layer if kind == "m"]
+    return [tensors[n] for n in names if n in tensors]
+
+
 class Weights:
     """All tensors of one model: top-level ones as attributes, blocks in `blk`."""
 
