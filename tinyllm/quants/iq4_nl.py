@@ -27,7 +27,7 @@ from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .iq_grids import KVALUES
 from .q8_0 import dot_sym32_ref
 from .rounding import nearest_int, nearest_int_np, row_nonfinite
-from .simd import mac_u8_8, set_u8_8, unpack_iq4
+from .simd import mac_u8_8, row_iq4_nl, set_u8_8, unpack_iq4
 from .spec import TypeSpec
 from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
 from .types import QK8_0, GGMLType
@@ -364,6 +364,18 @@ def mm_avx2(out, q4, d, yq, yd, ys):
     y2 = yq.view(np.int16)
     q4f = q4.reshape(-1)
     R2 = 2 * R
+    if T == 1:  # decode: a whole tile row per call, looked up in registers
+        df = d.reshape(-1)
+        per = max(1, -(-ntile // 16))
+        nchunk = (ntile + per - 1) // per
+        fbuf = np.empty((nchunk, R), np.float32)
+        for c in prange(nchunk):
+            fr = fbuf[c]
+            for tl in range(c * per, min(ntile, c * per + per)):
+                row_iq4_nl(fr, q4f, tl * npair * R, q4f, 0, df, tl * nb * R, df, y2[0], yd[0], ys[0], nb)
+                for r in range(min(R, out.shape[1] - tl * R)):
+                    out[0, tl * R + r] = fr[r]
+        return
     split = 16 * R2  # the low digits follow the 16 pairs of high digits
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 32)
     for c in prange(nchunk):

@@ -312,12 +312,16 @@ def _unpack_idx(high):
     return ir.Constant(ir.VectorType(I32, 32), idx)
 
 
-def make_row_nibbles(bits, mins, G=TILE // 16):
+def make_row_nibbles(bits, mins, G=TILE // 16, digits=None):
     """Decode (one token) over one whole tile of Q4_0 / Q5_0 (mins=False) or Q4_1 / Q5_1
     (mins=True) weights against Q8_0 / Q8_1 activations, the blocks in one loop kept in registers:
 
       sym:  facc[r] = Σ_b f32(Σ_e q*y - off*ys_b) * (d_w * d_y)      (q stored + off: 8 or 16)
       mins: facc[r] = Σ_b f32(Σ_e q*y) * (d_w * d_y) + m_w * s_y
+
+    digits: two 16-entry tables (IQ4_NL's grid, IQ4_DIGITS): each nibble is an index, looked up
+    in both (vpshufb) as the digits of its value + 128 = 16 hi + lo, and
+      facc[r] = Σ_b f32(16 Σ_e hi*y + Σ_e lo*y - 128*ys_b) * (d_w * d_y)
 
     q4 flat tiles of nibble pairs ([pair][row], the tile at qo), qh the 5th bits ([group of 8
     elements][row], the tile at ho; unused for 4 bits), d / m fp16 bits ((nb, R) at do),
@@ -327,7 +331,9 @@ def make_row_nibbles(bits, mins, G=TILE // 16):
     through memory; the lane order (rows 0-7, 16-23 | 8-15, 24-31) is undone per 8 rows."""
     R = 16 * G
     chain = 8 if bits == 4 else 4  # pairs summed in int16: 8*2*15*127, 4*2*31*127 < 2^15
-    off = 8 if bits == 4 else 16
+    off = 128 if digits else 8 if bits == 4 else 16
+    luts = [None] if digits is None else [ir.Constant(V32I8, [int(v) for v in t] * 2) for t in digits]
+    assert digits is None or (bits == 4 and not mins and all(0 <= int(v) < 16 for t in digits for v in t))
     idx_a, idx_b = _unpack_idx(0), _unpack_idx(1)
     lo8 = ir.Constant(ir.VectorType(I32, 8), list(range(8)))
     hi8 = ir.Constant(ir.VectorType(I32, 8), list(range(8, 16)))
@@ -340,6 +346,8 @@ def make_row_nibbles(bits, mins, G=TILE // 16):
             A = signature.args
             maddubs = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+            pshufb = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(V32I8, [V32I8, V32I8]), "llvm.x86.avx2.pshuf.b")
             intp = context.get_value_type(types.intp)
             qo, ho, do, nb = (context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 6, 11))
 
@@ -364,9 +372,9 @@ def make_row_nibbles(bits, mins, G=TILE // 16):
                 yv = [builder.bitcast(_splat(builder, load(8, at(ir.Constant(intp, 0), b, 16, p), I16, 2), V16I16), V32I8)
                       for p in range(16)]
                 for c in range(R // 32):
-                    isum = [None] * 4  # rows 8j..8j+7 of the chunk
+                    isums = [[None] * 4 for _ in luts]  # per table: rows 8j..8j+7 of the chunk
                     for ch in range(16 // chain):
-                        sa = sb = None
+                        sums = [[None, None] for _ in luts]
                         if bits == 5:
                             h = load(3, at(ho, b, 4 * R, ch * R + 32 * c), V32I8)
                         for kk in range(chain):
@@ -377,13 +385,19 @@ def make_row_nibbles(bits, mins, G=TILE // 16):
                             if bits == 5:
                                 lo = builder.or_(lo, builder.shl(builder.and_(builder.lshr(h, c8(2 * kk)), c8(1)), c8(4)))
                                 hi = builder.or_(hi, builder.shl(builder.and_(builder.lshr(h, c8(2 * kk + 1)), c8(1)), c8(4)))
-                            pa = builder.call(maddubs, [builder.shuffle_vector(lo, hi, idx_a), yv[p]])
-                            pb = builder.call(maddubs, [builder.shuffle_vector(lo, hi, idx_b), yv[p]])
-                            sa = pa if sa is None else builder.add(sa, pa)
-                            sb = pb if sb is None else builder.add(sb, pb)
-                        for j, (v, sel) in enumerate(((sa, lo8), (sb, lo8), (sa, hi8), (sb, hi8))):
-                            w = builder.sext(builder.shuffle_vector(v, v, sel), V8I32)
-                            isum[j] = w if isum[j] is None else builder.add(isum[j], w)
+                            qa, qb = builder.shuffle_vector(lo, hi, idx_a), builder.shuffle_vector(lo, hi, idx_b)
+                            for lut, s2 in zip(luts, sums):
+                                for i, q in enumerate((qa, qb)):
+                                    prod = builder.call(maddubs, [q if lut is None else builder.call(pshufb, [lut, q]), yv[p]])
+                                    s2[i] = prod if s2[i] is None else builder.add(s2[i], prod)
+                        for (sa, sb), isum in zip(sums, isums):
+                            for j, (v, sel) in enumerate(((sa, lo8), (sb, lo8), (sa, hi8), (sb, hi8))):
+                                w = builder.sext(builder.shuffle_vector(v, v, sel), V8I32)
+                                isum[j] = w if isum[j] is None else builder.add(isum[j], w)
+                    if digits is None:
+                        isum = isums[0]
+                    else:  # value + 128 = 16 hi + lo
+                        isum = [builder.add(builder.shl(hs, ir.Constant(V8I32, [4] * 8)), ls) for hs, ls in zip(*isums)]
                     for j in range(4):
                         rs = 4 * c + j
                         dw = _scales8(context, builder, A[5], args[5], at(do, b, R, 8 * rs))
@@ -892,3 +906,4 @@ def make_unpack_lut(tables):
 # kvalues_iq4nl[i] + 128 = 16 * IQ4_DIGITS[0][i] + IQ4_DIGITS[1][i], both digits in 0..15
 IQ4_DIGITS = tuple(tuple(((int(v) + 128) >> s) & 15 for v in KVALUES) for s in (4, 0))
 unpack_iq4 = make_unpack_lut(IQ4_DIGITS)
+row_iq4_nl = make_row_nibbles(4, False, digits=IQ4_DIGITS)
