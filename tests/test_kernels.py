@@ -212,6 +212,24 @@ def test_kernels_random_blocks(wtype, n_out, threads):
         check_matmul(wtype, w.raw, n_in, x)
 
 
+@pytest.mark.parametrize("wtype", ALL, ids=lambda t: t.name)
+def test_a_token_gets_the_same_bits_alone_or_in_a_prefill(wtype):
+    """Decode (T=1) and prefill take different code paths in most kernels; both must round
+    alike, so that a token's logits do not depend on how many tokens its call had."""
+    n_in = row_length(wtype)
+    w = random_qmatrix(wtype, 257, n_in, seed=11)
+    x = nasty_activations(5, n_in, seed=4)
+    old = kernel_set()
+    try:
+        for ks in AVAILABLE_KERNEL_SETS:
+            set_kernel_set(ks)
+            full = matmul(w, x)
+            for i in range(len(x)):
+                np.testing.assert_array_equal(matmul(w, x[i:i + 1])[0], full[i], err_msg=f"{ks} token {i}")
+    finally:
+        set_kernel_set(old)
+
+
 @pytest.mark.parametrize("wtype", [GGMLType.Q4_K, GGMLType.Q8_0, GGMLType.Q4_1], ids=lambda t: t.name)
 def test_matmul_1d_and_out_argument(wtype):
     n_in = 256
