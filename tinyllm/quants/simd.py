@@ -312,6 +312,55 @@ def _unpack_idx(high):
     return ir.Constant(ir.VectorType(I32, 32), idx)
 
 
+_IDX_A, _IDX_B = _unpack_idx(0), _unpack_idx(1)
+_LO8 = ir.Constant(ir.VectorType(I32, 8), list(range(8)))
+_HI8 = ir.Constant(ir.VectorType(I32, 8), list(range(8, 16)))
+
+
+def _digit_luts(digits):
+    """IQ4 digit tables as vpshufb operands (each 128-bit lane holds the 16 entries)."""
+    assert all(len(t) == 16 and all(0 <= int(v) < 16 for v in t) for t in digits)
+    return [ir.Constant(V32I8, [int(v) for v in t] * 2) for t in digits]
+
+
+def _nibble_block_sums(builder, lohi, yv, luts, chain):
+    """Σ_e q*y of one 32-element block for 32 rows, as 4 V8I32 (rows 8j..8j+7): lohi the 16
+    pairs' (lo, hi) nibble vectors of the 32 rows ([pair p] = elements 2p, 2p+1), yv the 16
+    broadcast activation pairs. luts [None]: q is the nibble; two digit tables: q + 128 =
+    16 hi + lo of the looked-up digits (IQ4's grid values). Pairs are interleaved in-lane into
+    [row][lo, hi] bytes for vpmaddubsw and summed in int16 `chain` at a time; the lane order
+    (rows 0-7, 16-23 | 8-15, 24-31) is undone when widening."""
+    maddubs = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
+    pshufb = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(V32I8, [V32I8, V32I8]), "llvm.x86.avx2.pshuf.b")
+    isums = [[None] * 4 for _ in luts]
+    for ch in range(16 // chain):
+        sums = [[None, None] for _ in luts]
+        for p in range(ch * chain, ch * chain + chain):
+            lo, hi = lohi[p]
+            pairs = builder.shuffle_vector(lo, hi, _IDX_A), builder.shuffle_vector(lo, hi, _IDX_B)
+            for lut, s2 in zip(luts, sums):
+                for i, q in enumerate(pairs):
+                    prod = builder.call(maddubs, [q if lut is None else builder.call(pshufb, [lut, q]), yv[p]])
+                    s2[i] = prod if s2[i] is None else builder.add(s2[i], prod)
+        for (sa, sb), isum in zip(sums, isums):
+            for j, (v, sel) in enumerate(((sa, _LO8), (sb, _LO8), (sa, _HI8), (sb, _HI8))):
+                w = builder.sext(builder.shuffle_vector(v, v, sel), V8I32)
+                isum[j] = w if isum[j] is None else builder.add(isum[j], w)
+    if len(luts) == 1:
+        return isums[0]
+    return [builder.add(builder.shl(h, ir.Constant(V8I32, [4] * 8)), lo) for h, lo in zip(*isums)]
+
+
+def _pair_broadcasts(context, builder, aty, aval, first):
+    """The 16 activation pairs y2[first:first+16] (int8 pairs as int16), each broadcast to V32I8."""
+    intp = context.get_value_type(types.intp)
+    return [builder.bitcast(_splat(builder, builder.load(_vec_ptr(
+        context, builder, aty, aval, builder.add(first, ir.Constant(intp, p)), types.intp, I16), align=2), V16I16), V32I8)
+        for p in range(16)]
+
+
 def make_row_nibbles(bits, mins, G=TILE // 16, digits=None):
     """Decode (one token) over one whole tile of Q4_0 / Q5_0 (mins=False) or Q4_1 / Q5_1
     (mins=True) weights against Q8_0 / Q8_1 activations, the blocks in one loop kept in registers:
@@ -327,16 +376,12 @@ def make_row_nibbles(bits, mins, G=TILE // 16, digits=None):
     elements][row], the tile at ho; unused for 4 bits), d / m fp16 bits ((nb, R) at do),
     y2 the token's int8 pairs (as int16), yd / ys its block scales and sums.
     Each 32-byte load is one pair of 32 rows: masked and shifted into (lo, hi) nibbles (and
-    5th bits), interleaved in-lane into [row][lo, hi] bytes for vpmaddubsw without a trip
-    through memory; the lane order (rows 0-7, 16-23 | 8-15, 24-31) is undone per 8 rows."""
+    5th bits), multiplied without a trip through memory (_nibble_block_sums)."""
     R = 16 * G
     chain = 8 if bits == 4 else 4  # pairs summed in int16: 8*2*15*127, 4*2*31*127 < 2^15
     off = 128 if digits else 8 if bits == 4 else 16
-    luts = [None] if digits is None else [ir.Constant(V32I8, [int(v) for v in t] * 2) for t in digits]
-    assert digits is None or (bits == 4 and not mins and all(0 <= int(v) < 16 for t in digits for v in t))
-    idx_a, idx_b = _unpack_idx(0), _unpack_idx(1)
-    lo8 = ir.Constant(ir.VectorType(I32, 8), list(range(8)))
-    hi8 = ir.Constant(ir.VectorType(I32, 8), list(range(8, 16)))
+    luts = [None] if digits is None else _digit_luts(digits)
+    assert digits is None or (bits == 4 and not mins)
 
     @intrinsic
     def row(typingctx, facc, q4, qo, qh, ho, d, do, m, y2, yd, ys, nb):
@@ -344,10 +389,6 @@ def make_row_nibbles(bits, mins, G=TILE // 16, digits=None):
 
         def codegen(context, builder, signature, args):
             A = signature.args
-            maddubs = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(V16I16, [V32I8, V32I8]), "llvm.x86.avx2.pmadd.ub.sw")
-            pshufb = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(V32I8, [V32I8, V32I8]), "llvm.x86.avx2.pshuf.b")
             intp = context.get_value_type(types.intp)
             qo, ho, do, nb = (context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 6, 11))
 
@@ -369,35 +410,19 @@ def make_row_nibbles(bits, mins, G=TILE // 16, digits=None):
                 else:
                     ysb = load(10, b, I32, 4)
                     offv = _splat(builder, builder.mul(ysb, ir.Constant(I32, off)), V8I32)
-                yv = [builder.bitcast(_splat(builder, load(8, at(ir.Constant(intp, 0), b, 16, p), I16, 2), V16I16), V32I8)
-                      for p in range(16)]
+                yv = _pair_broadcasts(context, builder, A[8], args[8], builder.mul(b, ir.Constant(intp, 16)))
                 for c in range(R // 32):
-                    isums = [[None] * 4 for _ in luts]  # per table: rows 8j..8j+7 of the chunk
-                    for ch in range(16 // chain):
-                        sums = [[None, None] for _ in luts]
+                    lohi = []
+                    for p in range(16):
+                        x = load(1, at(qo, b, 16 * R, p * R + 32 * c), V32I8)
+                        lo, hi = builder.and_(x, c8(15)), builder.lshr(x, c8(4))
                         if bits == 5:
+                            ch, kk = divmod(p, chain)
                             h = load(3, at(ho, b, 4 * R, ch * R + 32 * c), V32I8)
-                        for kk in range(chain):
-                            p = ch * chain + kk
-                            x = load(1, at(qo, b, 16 * R, p * R + 32 * c), V32I8)
-                            lo = builder.and_(x, c8(15))
-                            hi = builder.lshr(x, c8(4))
-                            if bits == 5:
-                                lo = builder.or_(lo, builder.shl(builder.and_(builder.lshr(h, c8(2 * kk)), c8(1)), c8(4)))
-                                hi = builder.or_(hi, builder.shl(builder.and_(builder.lshr(h, c8(2 * kk + 1)), c8(1)), c8(4)))
-                            qa, qb = builder.shuffle_vector(lo, hi, idx_a), builder.shuffle_vector(lo, hi, idx_b)
-                            for lut, s2 in zip(luts, sums):
-                                for i, q in enumerate((qa, qb)):
-                                    prod = builder.call(maddubs, [q if lut is None else builder.call(pshufb, [lut, q]), yv[p]])
-                                    s2[i] = prod if s2[i] is None else builder.add(s2[i], prod)
-                        for (sa, sb), isum in zip(sums, isums):
-                            for j, (v, sel) in enumerate(((sa, lo8), (sb, lo8), (sa, hi8), (sb, hi8))):
-                                w = builder.sext(builder.shuffle_vector(v, v, sel), V8I32)
-                                isum[j] = w if isum[j] is None else builder.add(isum[j], w)
-                    if digits is None:
-                        isum = isums[0]
-                    else:  # value + 128 = 16 hi + lo
-                        isum = [builder.add(builder.shl(hs, ir.Constant(V8I32, [4] * 8)), ls) for hs, ls in zip(*isums)]
+                            lo = builder.or_(lo, builder.shl(builder.and_(builder.lshr(h, c8(2 * kk)), c8(1)), c8(4)))
+                            hi = builder.or_(hi, builder.shl(builder.and_(builder.lshr(h, c8(2 * kk + 1)), c8(1)), c8(4)))
+                        lohi.append((lo, hi))
+                    isum = _nibble_block_sums(builder, lohi, yv, luts, chain)
                     for j in range(4):
                         rs = 4 * c + j
                         dw = _scales8(context, builder, A[5], args[5], at(do, b, R, 8 * rs))
@@ -410,6 +435,77 @@ def make_row_nibbles(bits, mins, G=TILE // 16, digits=None):
                             v = builder.sitofp(builder.sub(isum[j], offv), V8F32)
                             new = _fmuladd8(builder, v, builder.fmul(dw, dy), acc)
                         builder.store(new, accs[rs])
+            for i in range(R // 8):
+                ptr = _vec_ptr(context, builder, A[0], args[0], ir.Constant(intp, 8 * i), types.intp, V8F32)
+                builder.store(builder.load(accs[i]), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return row
+
+
+def make_row_iq4_xs(digits, G=TILE // 16):
+    """Decode (one token) over one whole tile of IQ4_XS weights against Q8_K activations, in
+    registers as make_row_nibbles with digit tables; per super-block of 8 sub-blocks of 32:
+
+      facc[r] += f32(Σ_j s_j[r] * (16 Σ_e hi*y + Σ_e lo*y - 128 Σ_{e in j} y)) * (d[r] * d_y)
+
+    (the integer sum over the super-block first, as the prefill kernel and the twin). q4 flat
+    tiles of nibble pairs (the tile at qo), sc its int8 sub-block scales ((nsub, R) at so), d
+    fp16 bits ((nsb, R) at do), y2 the token's int8 pairs (as int16), yd its Q8_K scales, ys
+    its bsums (per 16), nsb the super-blocks."""
+    R = 16 * G
+    luts = _digit_luts(digits)
+    V8I8 = ir.VectorType(I8, 8)
+
+    @intrinsic
+    def row(typingctx, facc, q4, qo, sc, so, d, do, y2, yd, ys, nsb):
+        sig = types.void(facc, q4, qo, sc, so, d, do, y2, yd, ys, nsb)
+
+        def codegen(context, builder, signature, args):
+            A = signature.args
+            intp = context.get_value_type(types.intp)
+            qo, so, do, nsb = (context.cast(builder, args[i], A[i], types.intp) for i in (2, 4, 6, 10))
+
+            def k(v):
+                return ir.Constant(intp, v)
+
+            def load(i, o, vty, align=1):
+                return builder.load(_vec_ptr(context, builder, A[i], args[i], o, types.intp, vty), align=align)
+
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(V8F32, None)) for _ in range(R // 8)]
+            iacc = [cgutils.alloca_once_value(builder, ir.Constant(V8I32, None)) for _ in range(4)]
+            with cgutils.for_range(builder, nsb) as outer:
+                sb = outer.index
+                dy = _splat(builder, load(8, sb, F32T, 4), V8F32)
+                for c in range(R // 32):
+                    for a in iacc:
+                        builder.store(ir.Constant(V8I32, None), a)
+                    with cgutils.for_range(builder, k(8)) as inner:
+                        blk = builder.add(builder.mul(sb, k(8)), inner.index)
+                        ysb = builder.add(load(9, builder.mul(blk, k(2)), I32, 4),
+                                          load(9, builder.add(builder.mul(blk, k(2)), k(1)), I32, 4))
+                        offv = _splat(builder, builder.mul(ysb, ir.Constant(I32, 128)), V8I32)
+                        yv = _pair_broadcasts(context, builder, A[7], args[7], builder.mul(blk, k(16)))
+                        lohi = []
+                        for p in range(16):
+                            o = builder.add(qo, builder.add(builder.mul(blk, k(16 * R)), k(p * R + 32 * c)))
+                            x = load(1, o, V32I8)
+                            lohi.append((builder.and_(x, ir.Constant(V32I8, [15] * 32)),
+                                         builder.lshr(x, ir.Constant(V32I8, [4] * 32))))
+                        isum = _nibble_block_sums(builder, lohi, yv, luts, 8)
+                        for j in range(4):
+                            so_j = builder.add(so, builder.add(builder.mul(blk, k(R)), k(32 * c + 8 * j)))
+                            sj = builder.sext(load(3, so_j, V8I8), V8I32)
+                            a = builder.load(iacc[j])
+                            builder.store(builder.add(a, builder.mul(sj, builder.sub(isum[j], offv))), iacc[j])
+                    for j in range(4):
+                        rs = 4 * c + j
+                        dw = _scales8(context, builder, A[5], args[5],
+                                      builder.add(do, builder.add(builder.mul(sb, k(R)), k(8 * rs))))
+                        v = builder.sitofp(builder.load(iacc[j]), V8F32)
+                        builder.store(_fmuladd8(builder, v, builder.fmul(dw, dy), builder.load(accs[rs])), accs[rs])
             for i in range(R // 8):
                 ptr = _vec_ptr(context, builder, A[0], args[0], ir.Constant(intp, 8 * i), types.intp, V8F32)
                 builder.store(builder.load(accs[i]), ptr, align=4)
@@ -907,3 +1003,4 @@ def make_unpack_lut(tables):
 IQ4_DIGITS = tuple(tuple(((int(v) + 128) >> s) & 15 for v in KVALUES) for s in (4, 0))
 unpack_iq4 = make_unpack_lut(IQ4_DIGITS)
 row_iq4_nl = make_row_nibbles(4, False, digits=IQ4_DIGITS)
+row_iq4_xs = make_row_iq4_xs(IQ4_DIGITS)
