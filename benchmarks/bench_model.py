@@ -22,16 +22,26 @@ from tinyllm.model import kv_cache, load, ops  # noqa: E402
 
 
 def instrument(times):
-    """Wrap forward.matmul (keyed by weight type), the cache's attend/store and forward's ops."""
-    real_matmul = fw.matmul
+    """Wrap the matmuls (keyed by weight type; those that share an input, as matmuls() runs
+    them, too), the activation quantizers, the cache's attend/store and forward's ops."""
+    real_matmul = fw._quants_matmul
 
-    def matmul(w, x, out=None):
+    def matmul(w, x, out=None, act=None):
         t0 = time.perf_counter()
-        r = real_matmul(w, x, out=out)
+        r = real_matmul(w, x, out=out, act=act)
         times[f"matmul {w.type.name}"] += time.perf_counter() - t0
         return r
 
-    fw.matmul = matmul
+    fw._quants_matmul = matmul
+    real_act = fw.quantize_activations
+
+    def quantize_activations(wtype, x):
+        t0 = time.perf_counter()
+        r = real_act(wtype, x)
+        times["quantize activations"] += time.perf_counter() - t0
+        return r
+
+    fw.quantize_activations = quantize_activations
     for cls_name, key in (("attend", "attention"), ("store", "kv store")):
         real = getattr(kv_cache.KVCache, cls_name)
 
