@@ -21,62 +21,32 @@ from tinyllm.model import forward as fw  # noqa: E402
 from tinyllm.model import kv_cache, load, ops  # noqa: E402
 
 
+def timed(times, key, real):
+    """real, its wall time added to times[key] (key: a string, or a function of the arguments)."""
+    def wrapped(*a, **k):
+        t0 = time.perf_counter()
+        r = real(*a, **k)
+        times[key(*a) if callable(key) else key] += time.perf_counter() - t0
+        return r
+
+    return wrapped
+
+
 def instrument(times):
     """Wrap the matmuls (keyed by weight type; those that share an input, as matmuls() runs
     them, too), the activation quantizers, the cache's attend/store and forward's ops."""
-    real_matmul = fw._quants_matmul
-
-    def matmul(w, x, out=None, act=None):
-        t0 = time.perf_counter()
-        r = real_matmul(w, x, out=out, act=act)
-        times[f"matmul {w.type.name}"] += time.perf_counter() - t0
-        return r
-
-    fw._quants_matmul = matmul
-    real_act = fw.quantize_activations
-
-    def quantize_activations(wtype, x):
-        t0 = time.perf_counter()
-        r = real_act(wtype, x)
-        times["quantize activations"] += time.perf_counter() - t0
-        return r
-
-    fw.quantize_activations = quantize_activations
-    for cls_name, key in (("attend", "attention"), ("store", "kv store")):
-        real = getattr(kv_cache.KVCache, cls_name)
-
-        def wrapped(self, *a, _real=real, _key=key, **k):
-            t0 = time.perf_counter()
-            r = _real(self, *a, **k)
-            times[_key] += time.perf_counter() - t0
-            return r
-
-        setattr(kv_cache.KVCache, cls_name, wrapped)
+    fw._quants_matmul = timed(times, lambda w, *a: f"matmul {w.type.name}", fw._quants_matmul)
+    fw.quantize_activations = timed(times, "quantize activations", fw.quantize_activations)
+    fw.get_rows = timed(times, "get_rows", fw.get_rows)
+    for name, key in (("attend", "attention"), ("store", "kv store")):
+        setattr(kv_cache.KVCache, name, timed(times, key, getattr(kv_cache.KVCache, name)))
 
     class TimedOps:
         def __getattr__(self, name):
             real = getattr(ops, name)
-            if not callable(real):
-                return real
-
-            def wrapped(*a, **k):
-                t0 = time.perf_counter()
-                r = real(*a, **k)
-                times[f"op {name}"] += time.perf_counter() - t0
-                return r
-
-            return wrapped
+            return timed(times, f"op {name}", real) if callable(real) else real
 
     fw.ops = TimedOps()
-    real_rows = fw.get_rows
-
-    def get_rows(w, ids):
-        t0 = time.perf_counter()
-        r = real_rows(w, ids)
-        times["get_rows"] += time.perf_counter() - t0
-        return r
-
-    fw.get_rows = get_rows
 
 
 def report(title, times, wall, n):

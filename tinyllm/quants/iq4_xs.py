@@ -24,7 +24,10 @@ from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .iq4_nl import KV_F32, KV_I32, imatrix_blocks, iq4_impl_ref, pack_q4_ref, quantize_rows_iq4, sum8_kv
 from .simd import mac_u8_8, row_iq4_xs, set_u8_8, unpack_iq4
 from .spec import TypeSpec
-from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
+from .tiles import (
+    avx2_chunks, chunking, decode_chunks, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store,
+    store_tile,
+)
 from .types import QK_K, GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("scales_h", "<u2"), ("scales_l", "u1", 4), ("qs", "u1", 128)])
@@ -170,15 +173,12 @@ def mm_avx2(out, q4, sc, d, yq, yd, ys):
         scf = sc.reshape(-1)
         df = d.reshape(-1)
         nsub = sc.shape[1]
-        per = max(1, -(-ntile // 16))
-        nchunk = (ntile + per - 1) // per
-        fbuf = np.empty((nchunk, R), np.float32)
+        per, nchunk, fbuf = decode_chunks(ntile, R)
         for c in prange(nchunk):
             fr = fbuf[c]
             for tl in range(c * per, min(ntile, c * per + per)):
                 row_iq4_xs(fr, q4f, tl * npair * R, scf, tl * nsub * R, df, tl * nb * R, y2[0], yd[0], ys[0], nb)
-                for r in range(min(R, out.shape[1] - tl * R)):
-                    out[0, tl * R + r] = fr[r]
+                store_tile(out, tl, fbuf[c:c + 1])
         return
     split = 128 * R2  # the low digits follow the 128 pairs of high digits
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 256)

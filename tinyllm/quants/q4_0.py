@@ -24,7 +24,10 @@ from .q8_0 import dot_sym32_ref
 from .rounding import c_int8, c_int8_np, row_nonfinite
 from .simd import acc_tile_sym, mac_u8_8, row_q4_0, set_u8_8, unpack4
 from .spec import TypeSpec
-from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
+from .tiles import (
+    avx2_chunks, chunking, decode_chunks, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store,
+    store_tile,
+)
 from .types import QK8_0, GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
@@ -273,15 +276,12 @@ def mm_avx2(out, q4, d, yq, yd, ys):
     R2 = 2 * R
     if T == 1:  # decode: a whole tile row per call, unpacked in registers
         df = d.reshape(-1)
-        per = max(1, -(-ntile // 16))
-        nchunk = (ntile + per - 1) // per
-        fbuf = np.empty((nchunk, R), np.float32)
+        per, nchunk, fbuf = decode_chunks(ntile, R)
         for c in prange(nchunk):
             fr = fbuf[c]
             for tl in range(c * per, min(ntile, c * per + per)):
                 row_q4_0(fr, q4f, tl * npair * R, q4f, 0, df, tl * nb * R, df, y2[0], yd[0], ys[0], nb)
-                for r in range(min(R, out.shape[1] - tl * R)):
-                    out[0, tl * R + r] = fr[r]
+                store_tile(out, tl, fbuf[c:c + 1])
         return
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 16)
     for c in prange(nchunk):

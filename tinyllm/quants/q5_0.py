@@ -19,7 +19,10 @@ from .q4_0 import quantize_rows_x_0, quantize_x_0_ref
 from .q8_0 import dot_sym32_ref
 from .simd import row_q5_0, tokens_q5_0, unpack5
 from .spec import TypeSpec
-from .tiles import TOKEN_BLOCK, avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
+from .tiles import (
+    TOKEN_BLOCK, avx2_chunks, chunking, decode_chunks, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32,
+    store, store_tile,
+)
 from .types import GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("qh", "<u4"), ("qs", "u1", 16)])
@@ -170,15 +173,12 @@ def mm_avx2(out, q4, qh, d, yq, yd, ys):
     R2 = 2 * R
     if T == 1:  # decode: a whole tile row per call, unpacked in registers
         df = d.reshape(-1)
-        per = max(1, -(-ntile // 16))
-        nchunk = (ntile + per - 1) // per
-        fbuf = np.empty((nchunk, R), np.float32)
+        per, nchunk, fbuf = decode_chunks(ntile, R)
         for c in prange(nchunk):
             fr = fbuf[c]
             for tl in range(c * per, min(ntile, c * per + per)):
                 row_q5_0(fr, q4f, tl * npair * R, qhf, tl * ngrp * R, df, tl * nb * R, df, y2[0], yd[0], ys[0], nb)
-                for r in range(min(R, out.shape[1] - tl * R)):
-                    out[0, tl * R + r] = fr[r]
+                store_tile(out, tl, fbuf[c:c + 1])
         return
     # prefill: the whole tile row unpacked once, then tokens in groups whose float sums stay in L1
     per = max(1, -(-ntile // 16))

@@ -19,7 +19,10 @@ from .q4_1 import dot_min32_ref, quantize_rows_x_1, quantize_x_1_ref
 from .q5_0 import qh32, qh_bits_32, sum8_q5
 from .simd import acc_tile_mins, mac_u8_4, row_q5_1, set_u8_4, unpack5
 from .spec import TypeSpec
-from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store, store_tile
+from .tiles import (
+    avx2_chunks, chunking, decode_chunks, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32, store,
+    store_tile,
+)
 from .types import GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("m", "<f2"), ("qh", "<u4"), ("qs", "u1", 16)])
@@ -139,15 +142,12 @@ def mm_avx2(out, q4, qh, d, m, yq, yd, ys):
     if T == 1:  # decode: a whole tile row per call, unpacked in registers
         df = d.reshape(-1)
         mf = m.reshape(-1)
-        per = max(1, -(-ntile // 16))
-        nchunk = (ntile + per - 1) // per
-        fbuf = np.empty((nchunk, R), np.float32)
+        per, nchunk, fbuf = decode_chunks(ntile, R)
         for c in prange(nchunk):
             fr = fbuf[c]
             for tl in range(c * per, min(ntile, c * per + per)):
                 row_q5_1(fr, q4f, tl * npair * R, qhf, tl * ngrp * R, df, tl * nb * R, mf, y2[0], yd[0], ys[0], nb)
-                for r in range(min(R, out.shape[1] - tl * R)):
-                    out[0, tl * R + r] = fr[r]
+                store_tile(out, tl, fbuf[c:c + 1])
         return
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 16)
     for c in prange(nchunk):

@@ -18,7 +18,7 @@ from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .rounding import c_int8, c_int8_np, roundf, roundf_np, row_nonfinite
 from .simd import acc_tile_sym, row_q8_0, set_i8_16
 from .spec import TypeSpec
-from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, store, store_tile
+from .tiles import avx2_chunks, chunking, decode_chunks, fp16_bits, h2f_block, h2f_tile, store, store_tile
 from .types import QK8_0, GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
@@ -176,15 +176,12 @@ def mm_avx2(out, q8, d, yq, yd, ys):
     q8f = q8.reshape(-1)
     if T == 1:  # decode: a whole tile row per call, its sums kept in registers
         df = d.reshape(-1)
-        per = max(1, -(-ntile // 16))
-        nchunk = (ntile + per - 1) // per
-        fbuf = np.empty((nchunk, R), np.float32)
+        per, nchunk, fbuf = decode_chunks(ntile, R)
         for c in prange(nchunk):
             fr = fbuf[c]
             for tl in range(c * per, min(ntile, c * per + per)):
                 row_q8_0(fr, q8f, tl * npair * R2, df, tl * nb * R, y2[0], yd[0], nb)
-                for r in range(min(R, out.shape[1] - tl * R)):
-                    out[0, tl * R + r] = fr[r]
+                store_tile(out, tl, fbuf[c:c + 1])
         return
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 0)
     for c in prange(nchunk):

@@ -287,9 +287,7 @@ def make_row_q8_0(G=TILE // 16):
                     dw = _scales8(context, builder, A[3], args[3], builder.add(dbase, ir.Constant(intp, 8 * i)))
                     acc = builder.load(accs[i])
                     builder.store(_fmuladd8(builder, builder.sitofp(s[i], V8F32), builder.fmul(dw, dy), acc), accs[i])
-            for i in range(2 * G):
-                ptr = _vec_ptr(context, builder, A[0], args[0], ir.Constant(intp, 8 * i), types.intp, V8F32)
-                builder.store(builder.load(accs[i]), ptr, align=4)
+            _store_accs(context, builder, A[0], args[0], accs)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -359,6 +357,13 @@ def _pair_broadcasts(context, builder, aty, aval, first):
     return [builder.bitcast(_splat(builder, builder.load(_vec_ptr(
         context, builder, aty, aval, builder.add(first, ir.Constant(intp, p)), types.intp, I16), align=2), V16I16), V32I8)
         for p in range(16)]
+
+
+def _store_accs(context, builder, aty, aval, accs):
+    """The V8F32 accumulators (allocas) to aval[0 : 8 * len(accs)]."""
+    for i, acc in enumerate(accs):
+        ptr = _vec_ptr(context, builder, aty, aval, ir.Constant(context.get_value_type(types.intp), 8 * i), types.intp, V8F32)
+        builder.store(builder.load(acc), ptr, align=4)
 
 
 def make_row_nibbles(bits, mins, G=TILE // 16, digits=None):
@@ -435,9 +440,7 @@ def make_row_nibbles(bits, mins, G=TILE // 16, digits=None):
                             v = builder.sitofp(builder.sub(isum[j], offv), V8F32)
                             new = _fmuladd8(builder, v, builder.fmul(dw, dy), acc)
                         builder.store(new, accs[rs])
-            for i in range(R // 8):
-                ptr = _vec_ptr(context, builder, A[0], args[0], ir.Constant(intp, 8 * i), types.intp, V8F32)
-                builder.store(builder.load(accs[i]), ptr, align=4)
+            _store_accs(context, builder, A[0], args[0], accs)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -506,9 +509,7 @@ def make_row_iq4_xs(digits, G=TILE // 16):
                                       builder.add(do, builder.add(builder.mul(sb, k(R)), k(8 * rs))))
                         v = builder.sitofp(builder.load(iacc[j]), V8F32)
                         builder.store(_fmuladd8(builder, v, builder.fmul(dw, dy), builder.load(accs[rs])), accs[rs])
-            for i in range(R // 8):
-                ptr = _vec_ptr(context, builder, A[0], args[0], ir.Constant(intp, 8 * i), types.intp, V8F32)
-                builder.store(builder.load(accs[i]), ptr, align=4)
+            _store_accs(context, builder, A[0], args[0], accs)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -128,6 +128,15 @@ def h2f_block(buf, d, tl, b):
 
 
 @jit_fast(inline="always")
+def decode_chunks(ntile, R):
+    """Decode (T = 1) kernels: tiles per prange iteration (at most 16 iterations) and a float
+    row of R sums per iteration (the row kernels' output, then stored with store_tile)."""
+    per = max(1, -(-ntile // 16))
+    nchunk = (ntile + per - 1) // per
+    return per, nchunk, np.empty((nchunk, R), np.float32)
+
+
+@jit_fast(inline="always")
 def avx2_chunks(ntile, T, R, pairs):
     """Chunking plus the per-chunk scratch: unpacked block, int32 block sums, float accumulators."""
     per = max(1, -(-ntile // 16))
