@@ -18,7 +18,7 @@ from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .rounding import c_int8, c_int8_np, roundf, roundf_np, row_nonfinite
 from .simd import acc_tile_sym, row_q8_0, set_i8_16
 from .spec import TypeSpec
-from .tiles import avx2_chunks, chunking, decode_chunks, fp16_bits, h2f_block, h2f_tile, store, store_tile
+from .tiles import avx2_chunks, chunking, fp16_bits, h2f_block, h2f_tile, store, store_tile
 from .types import QK8_0, GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
@@ -174,25 +174,20 @@ def mm_avx2(out, q8, d, yq, yd, ys):
     nb = d.shape[1]
     y2 = yq.view(np.int16)
     q8f = q8.reshape(-1)
-    if T == 1:  # decode: a whole tile row per call, its sums kept in registers
-        df = d.reshape(-1)
-        per, nchunk, fbuf = decode_chunks(ntile, R)
-        for c in prange(nchunk):
-            fr = fbuf[c]
-            for tl in range(c * per, min(ntile, c * per + per)):
-                row_q8_0(fr, q8f, tl * npair * R2, df, tl * nb * R, y2[0], yd[0], nb)
-                store_tile(out, tl, fbuf[c:c + 1])
-        return
+    df = d.reshape(-1)
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 0)
-    for c in prange(nchunk):
+    for c in prange(nchunk):  # one parallel loop for both paths: each costs ~1.5 s to compile
         acc = isub[c, 0]
         for tl in range(c * per, min(ntile, c * per + per)):
-            facc[c] = 0
-            for b in range(nb):
-                db = h2f_block(dbuf[c, 0], d, tl, b)
-                for t in range(T):
-                    set_i8_16(acc, 0, q8f, (tl * npair + 16 * b) * R2, R2, y2[t], 16 * b)  # all R = TILE rows
-                    acc_tile_sym(facc[c, t], acc, db, yd[t, b], db, np.int32(0))
+            if T == 1:  # decode: a whole tile row per call, its sums kept in registers
+                row_q8_0(facc[c, 0], q8f, tl * npair * R2, df, tl * nb * R, y2[0], yd[0], nb)
+            else:
+                facc[c] = 0
+                for b in range(nb):
+                    db = h2f_block(dbuf[c, 0], d, tl, b)
+                    for t in range(T):
+                        set_i8_16(acc, 0, q8f, (tl * npair + 16 * b) * R2, R2, y2[t], 16 * b)  # all R = TILE rows
+                        acc_tile_sym(facc[c, t], acc, db, yd[t, b], db, np.int32(0))
             store_tile(out, tl, facc[c])
 
 
