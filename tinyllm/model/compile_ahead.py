@@ -17,6 +17,7 @@ happens here.
 """
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -36,7 +37,7 @@ _QUANTIZER_SECONDS = {1: 0.5, 2: 1.1}  # an activation quantizer for one token /
 _REST_SECONDS = 6.0  # everything else, compiled by the dry forward pass
 
 
-def warm_marker(arch: str, types) -> "Path":
+def warm_marker(arch: str, types) -> Path:
     """Exists once a warm-up of a model with this architecture, these weight types and this
     kernel set has filled the kernel cache on this CPU: later runs skip compiling ahead."""
     return _marker("model", arch, kernel_set(), *sorted({t.name for t in types}))
@@ -90,7 +91,8 @@ def matmul_jobs(matrices) -> list[Job]:
 
 class CompileAhead:
     """Compile workers started for one model file; `finish(model)` does this process's share
-    and waits for them. `close()` (also on garbage collection of the model) stops them."""
+    and waits for them; `close()` (Model.close, a failed load) stops them. Left alone, they
+    end when their jobs do (daemon processes: at the latest when this process exits)."""
 
     def __init__(self, jobs: list[Job], n_workers: int):
         self.jobs = jobs

@@ -154,10 +154,10 @@ class Model:
             raise UsageError("warmup() must run before the first forward (the KV cache is not empty)")
         t0 = time.perf_counter()
         marker = compile_ahead.warm_marker(self.config.arch, self.weight_types)
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            ahead.finish(self, notice)
-        line = ahead is None and not marker.exists() and notice is not None and notice.isatty()
+        workers, self._ahead = self._ahead, None
+        if workers is not None:
+            workers.finish(self, notice)
+        line = workers is None and not marker.exists() and notice is not None and notice.isatty()
         ahead = time.perf_counter() - t0
         if line:  # one process compiles everything: say so while it does
             notice.write("compiling kernels (first run only, one core: about 30 s)...")

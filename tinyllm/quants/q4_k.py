@@ -29,7 +29,7 @@ from .q4_0 import sum8_q4
 from .rounding import nearest_int, nearest_int_np, row_nonfinite
 from .simd import tokens_q4_k, tokens_q5_k, unpack4, unpack5
 from .spec import TypeSpec
-from .tiles import TOKEN_BLOCK, chunking, fp16_bits, h2f_tile, nibble_pairs, pack_bits, store
+from .tiles import TOKEN_BLOCK, avx2_tiles_per_chunk, chunking, fp16_bits, h2f_tile, nibble_pairs, pack_bits, store
 from .types import QK_K, GGMLType
 
 BLOCK = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qs", "u1", 128)])
@@ -425,8 +425,7 @@ def kmin_avx2(out, q4, qh, sc, mn, d, dmin, yq, yd, ys, five):
     q4f = q4.reshape(-1)
     qhf = qh.reshape(-1)
     R2 = 2 * R
-    per = max(1, -(-ntile // 16))
-    nchunk = (ntile + per - 1) // per
+    per, nchunk = avx2_tiles_per_chunk(ntile)
     TB = min(T, TOKEN_BLOCK)
     whole = T > TB  # several passes of tokens: unpack each tile row once
     qb = np.empty((nchunk, (npair if whole else 128) * R2), np.uint8)

@@ -20,8 +20,8 @@ from .q8_0 import dot_sym32_ref
 from .simd import row_q5_0, tokens_q5_0, unpack5
 from .spec import TypeSpec
 from .tiles import (
-    TOKEN_BLOCK, avx2_chunks, chunking, decode_chunks, fp16_bits, h2f_block, h2f_tile, nibble_pairs, nibbles_32,
-    store, store_tile,
+    TOKEN_BLOCK, avx2_chunks, avx2_tiles_per_chunk, chunking, decode_chunks, fp16_bits, h2f_block, h2f_tile,
+    nibble_pairs, nibbles_32, store, store_tile,
 )
 from .types import GGMLType
 
@@ -181,8 +181,7 @@ def mm_avx2(out, q4, qh, d, yq, yd, ys):
                 store_tile(out, tl, fbuf[c:c + 1])
         return
     # prefill: the whole tile row unpacked once, then tokens in groups whose float sums stay in L1
-    per = max(1, -(-ntile // 16))
-    nchunk = (ntile + per - 1) // per
+    per, nchunk = avx2_tiles_per_chunk(ntile)
     TB = min(T, TOKEN_BLOCK)
     qb = np.empty((nchunk, npair * R2), np.uint8)
     facc = np.empty((nchunk, TB, R), np.float32)

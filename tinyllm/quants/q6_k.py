@@ -22,7 +22,7 @@ from .fp16 import fp16_to_fp32, fp32_to_fp16
 from .rounding import nearest_int, nearest_int_np, row_nonfinite
 from .simd import tokens_q6_k, unpack6
 from .spec import TypeSpec
-from .tiles import TOKEN_BLOCK, chunking, fp16_bits, h2f_tile, nibble_pairs, pack_bits, store
+from .tiles import TOKEN_BLOCK, avx2_tiles_per_chunk, chunking, fp16_bits, h2f_tile, nibble_pairs, pack_bits, store
 from .types import QK_K, GGMLType
 
 BLOCK = np.dtype([("ql", "u1", 128), ("qh", "u1", 64), ("scales", "i1", 16), ("d", "<f2")])
@@ -302,8 +302,7 @@ def mm_avx2(out, q4, qh, sc, d, yq, yd, ys):
     R2 = 2 * R
     # each tile row unpacked once, then the tokens in groups whose float sums stay in L1
     nsub = sc.shape[1]
-    per = max(1, -(-ntile // 16))
-    nchunk = (ntile + per - 1) // per
+    per, nchunk = avx2_tiles_per_chunk(ntile)
     TB = min(T, TOKEN_BLOCK)
     whole = T > TB  # several passes of tokens: unpack each tile row once
     qb = np.empty((nchunk, (npair if whole else 128) * R2), np.uint8)

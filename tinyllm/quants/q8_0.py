@@ -176,7 +176,7 @@ def mm_avx2(out, q8, d, yq, yd, ys):
     q8f = q8.reshape(-1)
     df = d.reshape(-1)
     per, nchunk, qb, isub, dbuf, facc = avx2_chunks(ntile, T, R, 0)
-    for c in prange(nchunk):  # one parallel loop for both paths: each costs ~1.5 s to compile
+    for c in prange(nchunk):  # one parallel loop for both paths (two took 3.1 s to compile, one 2.3 s)
         acc = isub[c, 0]
         for tl in range(c * per, min(ntile, c * per + per)):
             if T == 1:  # decode: a whole tile row per call, its sums kept in registers

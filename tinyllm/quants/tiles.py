@@ -128,19 +128,26 @@ def h2f_block(buf, d, tl, b):
 
 
 @jit_fast(inline="always")
-def decode_chunks(ntile, R):
-    """Decode (T = 1) kernels: tiles per prange iteration (at most 16 iterations) and a float
-    row of R sums per iteration (the row kernels' output, then stored with store_tile)."""
+def avx2_tiles_per_chunk(ntile):
+    """The AVX2 kernels' parallel split: (tiles per prange iteration, iterations), at most 16
+    iterations (enough for the threads to share, few enough that per-iteration scratch costs
+    nothing)."""
     per = max(1, -(-ntile // 16))
-    nchunk = (ntile + per - 1) // per
+    return per, (ntile + per - 1) // per
+
+
+@jit_fast(inline="always")
+def decode_chunks(ntile, R):
+    """Decode (T = 1) kernels: avx2_tiles_per_chunk and a float row of R sums per iteration
+    (the row kernels' output, then stored with store_tile)."""
+    per, nchunk = avx2_tiles_per_chunk(ntile)
     return per, nchunk, np.empty((nchunk, R), np.float32)
 
 
 @jit_fast(inline="always")
 def avx2_chunks(ntile, T, R, pairs):
     """Chunking plus the per-chunk scratch: unpacked block, int32 block sums, float accumulators."""
-    per = max(1, -(-ntile // 16))
-    nchunk = (ntile + per - 1) // per
+    per, nchunk = avx2_tiles_per_chunk(ntile)
     qb = np.empty((nchunk, pairs * 2 * R), np.uint8)
     isub = np.empty((nchunk, 3, R), np.int32)
     dbuf = np.empty((nchunk, 2, R), np.float32)
